@@ -1,0 +1,214 @@
+"""Frozen event types emitted by the engine, the breaker, the budget and the adapters,
+and the process-wide hook registry that delivers them.
+
+Emitters check :func:`hooks_active` (a plain attribute read) before building an event, so
+nothing is allocated on the hot path while no hook is installed.
+
+Example::
+
+    import resetguard
+
+    seen = []
+    resetguard.add_hook(seen.append)
+    ...
+    resetguard.remove_hook(seen.append)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ._classify import Failure
+
+__all__ = [
+    "AttemptFailed",
+    "BreakerStateChanged",
+    "BudgetExhaustedEvent",
+    "ClientDisconnected",
+    "ConnectionEvent",
+    "Event",
+    "GaveUp",
+    "Hook",
+    "RetryScheduled",
+    "RetrySucceeded",
+    "add_hook",
+    "emit",
+    "hooks_active",
+    "remove_hook",
+]
+
+_log = logging.getLogger("resetguard.events")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every resetguard event. ``name`` names the guarded operation or component."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptFailed(Event):
+    """An attempt raised. ``failure`` is ``None`` when it was not a connection fault."""
+
+    attempt: int
+    exception: BaseException
+    failure: Failure | None
+    elapsed: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryScheduled(Event):
+    """Attempt ``attempt`` failed and attempt ``attempt + 1`` starts after ``delay`` seconds."""
+
+    attempt: int
+    max_attempts: int
+    delay: float
+    exception: BaseException
+    failure: Failure | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GaveUp(Event):
+    """No further attempt will be made; the last exception is re-raised to the caller.
+
+    ``reason`` is one of ``"not_retryable"``, ``"unsafe"``, ``"attempts"``, ``"deadline"``,
+    ``"budget"``, ``"breaker"``.
+    """
+
+    attempts: int
+    reason: str
+    exception: BaseException
+    failure: Failure | None
+    elapsed: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetrySucceeded(Event):
+    """A call succeeded after at least one retry: a failure the caller never saw."""
+
+    attempts: int
+    elapsed: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerStateChanged(Event):
+    """A circuit breaker moved from ``old`` to ``new`` (``closed``/``open``/``half_open``)."""
+
+    old: str
+    new: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetExhaustedEvent(Event):
+    """A retry budget refused a retry; the caller gets the original error."""
+
+    balance: float
+    exception: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionEvent(Event):
+    """A connection-level event from an adapter or the tracer.
+
+    ``action`` is ``"opened"``, ``"reused"``, ``"returned"``, ``"closed"``, ``"expired"`` or
+    ``"failed"``; ``name`` is the source library (``"httpx"``, ``"requests"``, ``"socket"``…).
+    """
+
+    action: str
+    peer: str = ""
+    idle_age: float | None = None
+    bytes_sent: int | None = None
+    bytes_received: int | None = None
+    failure: Failure | None = None
+    elapsed: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientDisconnected(Event):
+    """A server-side handler saw its client go away before the response was complete."""
+
+    path: str = ""
+    peer: str = ""
+    elapsed: float | None = None
+
+
+class Hook(Protocol):
+    """Anything callable with one :class:`Event`. Hooks must be fast and must not raise."""
+
+    def __call__(self, event: Event, /) -> None: ...
+
+
+class _Registry:
+    __slots__ = ("_lock", "hooks")
+
+    def __init__(self) -> None:
+        self.hooks: tuple[Callable[[Event], None], ...] = ()
+        self._lock = threading.Lock()
+
+    def add(self, hook: Callable[[Event], None]) -> None:
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {hook!r}")
+        with self._lock:
+            self.hooks = (*self.hooks, hook)
+
+    def remove(self, hook: Callable[[Event], None]) -> None:
+        with self._lock:
+            hooks = list(self.hooks)
+            try:
+                hooks.remove(hook)
+            except ValueError:
+                raise ValueError(f"hook {hook!r} is not installed") from None
+            self.hooks = tuple(hooks)
+
+
+_registry = _Registry()
+
+
+def add_hook(hook: Callable[[Event], None]) -> None:
+    """Install a process-wide hook that receives every resetguard :class:`Event`.
+
+    Example::
+
+        >>> import resetguard
+        >>> events = []
+        >>> resetguard.add_hook(events.append)
+        >>> resetguard.remove_hook(events.append)
+    """
+    _registry.add(hook)
+
+
+def remove_hook(hook: Callable[[Event], None]) -> None:
+    """Remove a hook installed with :func:`add_hook` (``ValueError`` if it is not installed)."""
+    _registry.remove(hook)
+
+
+def hooks_active() -> bool:
+    """True when at least one process-wide hook is installed."""
+    return bool(_registry.hooks)
+
+
+def emit(event: Event, local: Callable[[Event], None] | None = None) -> None:
+    """Deliver ``event`` to ``local`` (a per-object hook) and to every process-wide hook.
+
+    A hook that raises is logged on ``resetguard.events`` and otherwise ignored: observers
+    must never change the outcome of the call they observe.
+    """
+    if local is not None:
+        _deliver(local, event)
+    for hook in _registry.hooks:
+        _deliver(hook, event)
+
+
+def _deliver(hook: Callable[[Event], None], event: Event) -> None:
+    try:
+        hook(event)
+    except Exception:
+        _log.exception("resetguard hook %r raised on %s", hook, type(event).__name__)
