@@ -11,6 +11,8 @@ Example::
 
 from __future__ import annotations
 
+from ._api import AttemptContext, acall, call, retry, retrying
+from ._backoff import Backoff
 from ._classify import (
     Classifier,
     Failure,
@@ -41,11 +43,15 @@ from ._exceptions import (
     Rejected,
     ResetGuardError,
 )
+from ._retry import DEFAULT_KINDS, Attempt, Retry, history
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Attempt",
+    "AttemptContext",
     "AttemptFailed",
+    "Backoff",
     "BreakerStateChanged",
     "BudgetExhausted",
     "BudgetExhaustedEvent",
@@ -53,6 +59,7 @@ __all__ = [
     "Classifier",
     "ClientDisconnected",
     "ConnectionEvent",
+    "DEFAULT_KINDS",
     "Event",
     "Failure",
     "GaveUp",
@@ -62,11 +69,17 @@ __all__ = [
     "Phase",
     "Rejected",
     "ResetGuardError",
+    "Retry",
     "RetryScheduled",
     "RetrySucceeded",
+    "acall",
     "add_hook",
+    "call",
     "classify",
+    "history",
     "register_classifier",
     "remove_hook",
+    "retry",
+    "retrying",
     "unregister_classifier",
 ]

@@ -116,7 +116,8 @@ class Failure:
 
     def describe(self) -> str:
         """``connection reset (ECONNRESET, psycopg)`` — the wording used in logs and reports."""
-        detail = ", ".join(x for x in (self.code, self.source) if x)
+        source = "" if self.source == "stdlib" else self.source
+        detail = ", ".join(x for x in (self.code, source) if x)
         return f"{self.kind.describe()} ({detail})" if detail else self.kind.describe()
 
     def with_(self, **changes: object) -> Failure:

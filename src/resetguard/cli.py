@@ -14,6 +14,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
+from typing import NoReturn
 
 __all__ = ["UsageError", "main"]
 
@@ -30,14 +32,14 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         # argparse prints usage + message and exits 2; keep that, but never a traceback.
         self.print_usage(sys.stderr)
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
 
 
-def _build_parser() -> tuple[_Parser, dict[str, object]]:
+def _build_parser() -> tuple[_Parser, dict[str, ModuleType]]:
     parser = _Parser(
         prog="resetguard",
         description="Survive, explain and reproduce connection resets.",
@@ -46,7 +48,7 @@ def _build_parser() -> tuple[_Parser, dict[str, object]]:
 
     parser.add_argument("--version", action="version", version=f"resetguard {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    modules: dict[str, object] = {}
+    modules: dict[str, ModuleType] = {}
     wanted = _wanted_command(sys.argv[1:])
     for name, modname in _COMMANDS.items():
         if wanted is not None and name != wanted:
@@ -59,7 +61,7 @@ def _build_parser() -> tuple[_Parser, dict[str, object]]:
                 continue  # tool not shipped in this build
             raise
         modules[name] = module
-        module.add_parser(sub)  # type: ignore[attr-defined]
+        module.add_parser(sub)
     return parser, modules
 
 
@@ -90,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     module = modules[args.command]
     try:
-        code: int = module.run(args)  # type: ignore[attr-defined]
+        code: int = module.run(args)
     except UsageError as exc:
         sys.stderr.write(f"resetguard {args.command}: error: {exc}\n")
         return 2
