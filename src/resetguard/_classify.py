@@ -244,7 +244,9 @@ for _name, _kind in (
     if hasattr(_errno, _name):
         _ERRNO_KIND[getattr(_errno, _name)] = _kind
 # Windows socket errors, as seen on OSError.winerror / errno in wrapped messages.
-_ERRNO_KIND.update({10054: Kind.RESET, 10053: Kind.ABORTED, 10061: Kind.REFUSED, 10060: Kind.TIMEOUT})
+_ERRNO_KIND.update(
+    {10054: Kind.RESET, 10053: Kind.ABORTED, 10061: Kind.REFUSED, 10060: Kind.TIMEOUT}
+)
 
 _CONNECT_ERRNO_KINDS = frozenset({Kind.REFUSED, Kind.UNREACHABLE})
 
@@ -497,9 +499,11 @@ def _postgres(exc: BaseException, names: list[str], source: str) -> _Hint | None
     if isinstance(state, str) and state:
         if state in _SQLSTATE:
             kind, phase = _SQLSTATE[state]
-            return _Hint(kind, phase, source, state)
+            # "closed" is the generic kind: a socket error deeper in the chain is more
+            # precise (asyncpg's client-side 08003 wraps the ConnectionResetError of an RST).
+            return _Hint(kind, phase, source, state, weak=kind is Kind.CLOSED)
         if state.startswith("08"):
-            return _Hint(Kind.CLOSED, None, source, state)
+            return _Hint(Kind.CLOSED, None, source, state, weak=True)
         if source != "asyncpg":
             return _NOT_A_FAULT  # a server-reported SQL error: syntax, constraint, timeout…
     if "ConnectionTimeout" in short:
@@ -548,11 +552,15 @@ def _mysql(exc: BaseException, names: list[str], source: str) -> _Hint | None:
         kind, phase = _MYSQL[code]
         return _Hint(kind, phase, source, str(code), weak=kind is Kind.CLOSED)
     low = text.lower()
-    if "connection not available" in low or "not connected" in low or (
-        code == 0 and "InterfaceError" in short
+    if (
+        "connection not available" in low
+        or "not connected" in low
+        or (code == 0 and "InterfaceError" in short)
     ):
         # Raised before anything is written: the client knows the connection is gone.
-        return _Hint(Kind.CLOSED, Phase.CONNECT, source, None if code in (None, -1, 0) else str(code))
+        return _Hint(
+            Kind.CLOSED, Phase.CONNECT, source, None if code in (None, -1, 0) else str(code)
+        )
     if "lost connection" in low or "gone away" in low:
         return _Hint(Kind.CLOSED, None, source, weak=True)
     if short & {"OperationalError", "InterfaceError"} and not isinstance(code, int):
