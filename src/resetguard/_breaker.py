@@ -1,0 +1,843 @@
+"""Circuit breaker: stop calling a dependency that keeps resetting connections.
+
+States and moves (``CircuitState``)::
+
+    CLOSED ──trip──▶ OPEN ──open duration elapsed──▶ HALF_OPEN ──M probes succeed──▶ CLOSED
+                      ▲                                  │
+                      └──────────── a probe fails ───────┘
+
+A *trip* is any enabled trigger: ``failure_threshold`` consecutive failures, a failure rate
+or a slow-call rate over a sliding window (the last ``window`` calls, or the last
+``window_duration`` seconds) once ``minimum_calls`` are in it. Only the failures the breaker
+*counts* matter: connection faults by default (:func:`resetguard.classify`), any predicate
+with ``counts=``. Other exceptions are ignored: they neither fail nor succeed.
+
+The hot path (closed, successful call) reads one attribute without the lock, then takes the
+lock once to record the outcome in preallocated counters: no allocation per call.
+
+Example::
+
+    >>> import resetguard
+    >>> breaker = resetguard.CircuitBreaker("db", failure_threshold=3)
+    >>> @breaker
+    ... def query() -> int:
+    ...     return 42
+    >>> query(), breaker.state.value
+    (42, 'closed')
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import inspect
+import itertools
+import logging
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from random import random as _default_random
+from typing import ParamSpec, TypeVar, cast
+
+from . import _events
+from ._classify import classify
+from ._exceptions import CircuitOpen
+from ._validate import check_non_negative, check_positive, check_positive_int, check_ratio
+
+__all__ = [
+    "BreakerPolicy",
+    "BreakerStatistics",
+    "CircuitBreaker",
+    "CircuitState",
+]
+
+_log = logging.getLogger("resetguard.breaker")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Consecutive counted failures that open the breaker. 5 is what pybreaker, circuitbreaker,
+#: purgatory, Finagle and Envoy all use: long enough to ride out a single stale keep-alive
+#: reset, short enough to stop hammering a dead peer within a second at normal traffic.
+DEFAULT_FAILURE_THRESHOLD = 5
+#: Calls in the count-based window (resilience4j's default).
+DEFAULT_WINDOW = 100
+#: Calls needed in the window before a rate is judged: one failure in 5 calls is a 20 % rate
+#: but means nothing; resilience4j waits for 100, which takes minutes at low traffic.
+DEFAULT_MINIMUM_CALLS = 20
+#: Buckets of a time-based window: the window slides in steps of window_duration / 10.
+DEFAULT_WINDOW_BUCKETS = 10
+#: First open period, seconds (Envoy's base ejection time).
+DEFAULT_OPEN_DURATION = 30.0
+#: Each consecutive trip without closing in between multiplies the open period...
+DEFAULT_OPEN_DURATION_MULTIPLIER = 2.0
+#: ...up to this cap (Finagle's and Envoy's 300 s).
+DEFAULT_OPEN_DURATION_MAX = 300.0
+#: The open period is shortened by up to this fraction at random, so that a fleet of
+#: processes tripped together does not send its probes at the same instant.
+DEFAULT_JITTER = 0.2
+#: Probe calls allowed in flight at once while half-open.
+DEFAULT_HALF_OPEN_PROBES = 1
+#: Successful probes that close the breaker again.
+DEFAULT_SUCCESS_THRESHOLD = 1
+
+# Internal state codes: the low two bits of ``_sg`` (state + generation in one int, so the
+# lock-free fast path reads both atomically with one attribute load).
+_CLOSED, _OPEN, _HALF_OPEN = 0, 1, 2
+
+
+class CircuitState(str, enum.Enum):
+    """Where a :class:`CircuitBreaker` is."""
+
+    CLOSED = "closed"  #: calls go through; outcomes are recorded
+    OPEN = "open"  #: calls are rejected with :class:`~resetguard.CircuitOpen`
+    HALF_OPEN = "half_open"  #: a few probe calls go through to test the dependency
+
+
+_STATES = (CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN)
+
+
+def _default_counts(error: BaseException) -> bool:
+    return classify(error) is not None
+
+
+def _check_optional_ratio(name: str, value: float | None) -> float | None:
+    return None if value is None else check_ratio(name, value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerPolicy:
+    """The validated, immutable configuration of a :class:`CircuitBreaker`.
+
+    ``None`` disables a trigger. At least one of ``failure_threshold``, ``failure_rate`` and
+    ``slow_call_rate`` must be enabled. ``window_duration`` (seconds) switches the sliding
+    window from the last ``window`` calls to the last ``window_duration`` seconds.
+
+    Example::
+
+        >>> import resetguard
+        >>> resetguard.BreakerPolicy(failure_threshold=None, failure_rate=0.5).minimum_calls
+        20
+    """
+
+    failure_threshold: int | None = DEFAULT_FAILURE_THRESHOLD
+    failure_rate: float | None = None
+    slow_call_rate: float | None = None
+    slow_call_duration: float | None = None
+    window: int = DEFAULT_WINDOW
+    window_duration: float | None = None
+    window_buckets: int = DEFAULT_WINDOW_BUCKETS
+    minimum_calls: int = DEFAULT_MINIMUM_CALLS
+    half_open_probes: int = DEFAULT_HALF_OPEN_PROBES
+    success_threshold: int = DEFAULT_SUCCESS_THRESHOLD
+    open_duration: float = DEFAULT_OPEN_DURATION
+    open_duration_multiplier: float = DEFAULT_OPEN_DURATION_MULTIPLIER
+    open_duration_max: float = DEFAULT_OPEN_DURATION_MAX
+    jitter: float = DEFAULT_JITTER
+
+    def __post_init__(self) -> None:
+        if self.failure_threshold is not None:
+            check_positive_int("failure_threshold", self.failure_threshold)
+        _check_optional_ratio("failure_rate", self.failure_rate)
+        _check_optional_ratio("slow_call_rate", self.slow_call_rate)
+        if self.slow_call_duration is not None:
+            check_positive("slow_call_duration", self.slow_call_duration)
+        if (self.slow_call_rate is None) != (self.slow_call_duration is None):
+            raise ValueError(
+                "slow_call_rate and slow_call_duration go together, got "
+                f"slow_call_rate={self.slow_call_rate!r}, "
+                f"slow_call_duration={self.slow_call_duration!r}"
+            )
+        if self.failure_threshold is None and not self.windowed:
+            raise ValueError(
+                "the breaker could never open: failure_threshold, failure_rate and "
+                "slow_call_rate are all None (enable at least one)"
+            )
+        check_positive_int("window", self.window)
+        check_positive_int("minimum_calls", self.minimum_calls)
+        check_positive_int("window_buckets", self.window_buckets)
+        if self.window_duration is None:
+            if self.minimum_calls > self.window:
+                raise ValueError(
+                    f"window={self.window!r} calls is too small for minimum_calls="
+                    f"{self.minimum_calls!r}: the rate could never be judged"
+                )
+        else:
+            check_positive("window_duration", self.window_duration)
+        check_positive_int("half_open_probes", self.half_open_probes)
+        check_positive_int("success_threshold", self.success_threshold)
+        check_positive("open_duration", self.open_duration)
+        multiplier = check_positive("open_duration_multiplier", self.open_duration_multiplier)
+        if multiplier < 1:
+            raise ValueError(
+                f"open_duration_multiplier must be >= 1, got {self.open_duration_multiplier!r}"
+            )
+        check_positive("open_duration_max", self.open_duration_max)
+        if self.open_duration_max < self.open_duration:
+            raise ValueError(
+                f"open_duration_max={self.open_duration_max!r} is below "
+                f"open_duration={self.open_duration!r}"
+            )
+        jitter = check_non_negative("jitter", self.jitter)
+        if jitter >= 1:
+            raise ValueError(f"jitter must be in [0, 1), got {self.jitter!r}")
+
+    @property
+    def windowed(self) -> bool:
+        """True when a rate trigger needs the sliding window."""
+        return self.failure_rate is not None or self.slow_call_rate is not None
+
+    def open_period(self, trip: int, random: Callable[[], float]) -> float:
+        """Seconds the breaker stays open after its ``trip``-th consecutive trip (1-based)."""
+        period = self.open_duration
+        if trip > 1 and self.open_duration_multiplier > 1:
+            # Compare exponents, not powers, so a long outage cannot overflow the float.
+            growth = (trip - 1) * math.log(self.open_duration_multiplier)
+            ceiling = math.log(self.open_duration_max / self.open_duration)
+            period = self.open_duration_max if growth >= ceiling else period * math.exp(growth)
+        if self.jitter:
+            period *= 1.0 - self.jitter * random()
+        return period
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerStatistics:
+    """A consistent snapshot of a breaker's counters (from :meth:`CircuitBreaker.statistics`).
+
+    ``calls`` counts completed calls: ``successes + failures + ignored``. ``failure_rate`` and
+    ``slow_call_rate`` are ``None`` while the window holds fewer than ``minimum_calls``.
+    """
+
+    name: str
+    state: CircuitState
+    calls: int
+    successes: int
+    failures: int
+    ignored: int
+    slow_calls: int
+    rejected: int
+    trips: int
+    consecutive_failures: int
+    window_calls: int
+    window_failures: int
+    window_slow_calls: int
+    failure_rate: float | None
+    slow_call_rate: float | None
+    half_open_in_flight: int
+    half_open_successes: int
+    retry_after: float | None
+
+
+class CircuitBreaker:
+    """A thread- and asyncio-safe circuit breaker.
+
+    Use it as a decorator (sync or async), with :meth:`call` / :meth:`acall`, or hand it to
+    ``resetguard.retry(breaker=...)``. A rejected call raises
+    :class:`~resetguard.CircuitOpen` carrying ``retry_after``.
+
+    Arguments are those of :class:`BreakerPolicy`, plus:
+
+    Args:
+        name: names the breaker in events, logs and errors.
+        counts: ``counts(exc) -> bool`` decides which exceptions are failures
+            (default: connection faults, ``resetguard.classify(exc) is not None``).
+        clock: monotonic seconds; durations passed to ``_release`` must use it.
+        random: returns floats in [0, 1) for the open-period jitter.
+
+    Example::
+
+        >>> import resetguard
+        >>> breaker = resetguard.CircuitBreaker("api", failure_threshold=2, jitter=0)
+        >>> def down() -> None:
+        ...     raise ConnectionResetError(104, "Connection reset by peer")
+        >>> for _ in range(2):
+        ...     try:
+        ...         breaker.call(down)
+        ...     except ConnectionResetError:
+        ...         pass
+        >>> breaker.state.value
+        'open'
+        >>> try:
+        ...     breaker.call(down)
+        ... except resetguard.CircuitOpen as exc:
+        ...     print(f"retry after {exc.retry_after:.0f} s")
+        retry after 30 s
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_bucket_calls",
+        "_bucket_failures",
+        "_bucket_slow",
+        "_bucket_width",
+        "_clock",
+        "_consecutive",
+        "_counts",
+        "_epoch",
+        "_failures",
+        "_fast_successes",
+        "_fast_ticket",
+        "_half_open_in_flight",
+        "_half_open_successes",
+        "_ignored",
+        "_isolated",
+        "_listeners",
+        "_lock",
+        "_open_until",
+        "_random",
+        "_rejected",
+        "_ring",
+        "_ring_filled",
+        "_ring_pos",
+        "_sg",
+        "_slow_calls",
+        "_slow_duration",
+        "_streak",
+        "_successes",
+        "_threshold",
+        "_timed_window",
+        "_trips",
+        "_w_calls",
+        "_w_failures",
+        "_w_slow",
+        "_windowed",
+        "name",
+        "policy",
+    )
+
+    def __init__(
+        self,
+        name: str = "breaker",
+        *,
+        failure_threshold: int | None = DEFAULT_FAILURE_THRESHOLD,
+        failure_rate: float | None = None,
+        slow_call_rate: float | None = None,
+        slow_call_duration: float | None = None,
+        window: int = DEFAULT_WINDOW,
+        window_duration: float | None = None,
+        window_buckets: int = DEFAULT_WINDOW_BUCKETS,
+        minimum_calls: int = DEFAULT_MINIMUM_CALLS,
+        half_open_probes: int = DEFAULT_HALF_OPEN_PROBES,
+        success_threshold: int = DEFAULT_SUCCESS_THRESHOLD,
+        open_duration: float = DEFAULT_OPEN_DURATION,
+        open_duration_multiplier: float = DEFAULT_OPEN_DURATION_MULTIPLIER,
+        open_duration_max: float = DEFAULT_OPEN_DURATION_MAX,
+        jitter: float = DEFAULT_JITTER,
+        counts: Callable[[BaseException], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        random: Callable[[], float] = _default_random,
+    ) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {name!r}")
+        for arg, value in (("counts", counts), ("clock", clock), ("random", random)):
+            if value is not None and not callable(value):
+                raise TypeError(f"{arg} must be callable, got {value!r}")
+        self.policy = policy = BreakerPolicy(
+            failure_threshold=failure_threshold,
+            failure_rate=failure_rate,
+            slow_call_rate=slow_call_rate,
+            slow_call_duration=slow_call_duration,
+            window=window,
+            window_duration=window_duration,
+            window_buckets=window_buckets,
+            minimum_calls=minimum_calls,
+            half_open_probes=half_open_probes,
+            success_threshold=success_threshold,
+            open_duration=open_duration,
+            open_duration_multiplier=open_duration_multiplier,
+            open_duration_max=open_duration_max,
+            jitter=jitter,
+        )
+        self.name = name
+        self._counts = counts or _default_counts
+        self._clock = clock
+        self._random = random
+        self._lock = threading.Lock()
+        self._listeners: tuple[Callable[[_events.BreakerStateChanged], None], ...] = ()
+        self._sg = _CLOSED
+        # The ticket of a closed, windowless breaker's current generation (-1 otherwise): a
+        # success carrying it needs no lock, only the C-level atomic counter below.
+        self._fast_ticket = -1
+        self._fast_successes = itertools.count()
+        self._threshold = policy.failure_threshold or 0
+        # math.inf disables the slow check with a single float comparison on the hot path.
+        self._slow_duration = (
+            policy.slow_call_duration if policy.slow_call_duration is not None else math.inf
+        )
+        self._windowed = policy.windowed
+        self._timed_window = policy.window_duration is not None
+        self._ring = bytearray(policy.window if self._windowed and not self._timed_window else 0)
+        nb = policy.window_buckets if self._timed_window else 0
+        self._bucket_calls = [0] * nb
+        self._bucket_failures = [0] * nb
+        self._bucket_slow = [0] * nb
+        self._bucket_width = (policy.window_duration or 1.0) / (nb or 1)
+        self._successes = self._failures = self._ignored = self._slow_calls = 0
+        self._rejected = self._trips = 0
+        self._isolated = False
+        self._open_until = 0.0
+        self._streak = 0  # consecutive trips without closing in between
+        self._consecutive = self._half_open_in_flight = self._half_open_successes = 0
+        self._w_calls = self._w_failures = self._w_slow = 0
+        self._ring_pos = self._ring_filled = 0
+        self._epoch: int | None = None
+        self._set_fast_ticket()
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self.name!r} {self.state.value}>"
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state (an elapsed open period turns into ``HALF_OPEN`` here)."""
+        if self._sg & 3 == _OPEN and not self._isolated:
+            self._maybe_half_open()
+        return _STATES[self._sg & 3]
+
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate a sync or async function so every call goes through the breaker."""
+        if inspect.iscoroutinefunction(fn):
+            return cast("Callable[P, R]", self._wrap_async(fn))
+        breaker = self
+        acquire = self._acquire_slow
+        release = self._release
+        clock = self._clock
+        timed = self._slow_duration != math.inf
+        succeeded = self._fast_successes.__next__
+
+        @functools.wraps(fn)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            # _acquire and _release's fast paths, inlined: this wrapper is the hot path.
+            sg = breaker._sg
+            ticket = acquire() if sg & 3 else sg << 1
+            if timed:
+                start = clock()
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    release(ticket, exc, clock() - start)
+                    raise
+                release(ticket, None, clock() - start)
+                return result
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                release(ticket, exc, 0.0)
+                raise
+            if ticket == breaker._fast_ticket:
+                succeeded()
+                breaker._consecutive = 0
+            else:
+                release(ticket, None, 0.0)
+            return result
+
+        return guarded
+
+    def _wrap_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        acall = self.acall
+
+        @functools.wraps(fn)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            return await acall(fn, *args, **kwargs)
+
+        return guarded
+
+    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call ``fn(*args, **kwargs)`` through the breaker.
+
+        Example::
+
+            >>> import resetguard
+            >>> resetguard.CircuitBreaker("calc").call(divmod, 7, 2)
+            (3, 1)
+        """
+        ticket = self._acquire()
+        start = self._clock()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._release(ticket, exc, self._clock() - start)
+            raise
+        self._release(ticket, None, self._clock() - start)
+        return result
+
+    async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Await ``fn(*args, **kwargs)`` through the breaker (the lock is never held across it).
+
+        Example::
+
+            >>> import asyncio, resetguard
+            >>> async def ping() -> str:
+            ...     return "pong"
+            >>> asyncio.run(resetguard.CircuitBreaker("svc").acall(ping))
+            'pong'
+        """
+        ticket = self._acquire()
+        start = self._clock()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self._release(ticket, exc, self._clock() - start)
+            raise
+        self._release(ticket, None, self._clock() - start)
+        return result
+
+    def isolate(self) -> None:
+        """Force the breaker open until :meth:`reset`: every call is rejected.
+
+        Example::
+
+            >>> import resetguard
+            >>> breaker = resetguard.CircuitBreaker("maintenance")
+            >>> breaker.isolate()
+            >>> breaker.state.value
+            'open'
+            >>> breaker.reset()
+        """
+        with self._lock:
+            self._isolated = True
+            event = self._move(_OPEN, "isolated", self._clock())
+        self._announce(event)
+
+    def reset(self) -> None:
+        """Close the breaker and forget every recorded outcome (the totals are kept)."""
+        with self._lock:
+            self._isolated = False
+            self._streak = 0
+            event = self._move(_CLOSED, "reset", self._clock())
+            self._clear_counts()
+        self._announce(event)
+
+    def add_listener(self, listener: Callable[[_events.BreakerStateChanged], None]) -> None:
+        """Call ``listener(event)`` on every state change of this breaker.
+
+        Listeners run outside the breaker's lock, in the thread that caused the change;
+        one that raises is logged and ignored. Process-wide hooks
+        (:func:`resetguard.add_hook`) see the same events.
+
+        Example::
+
+            >>> import resetguard
+            >>> breaker = resetguard.CircuitBreaker("cache")
+            >>> changes = []
+            >>> breaker.add_listener(changes.append)
+            >>> breaker.isolate()
+            >>> [(e.old, e.new, e.reason) for e in changes]
+            [('closed', 'open', 'isolated')]
+        """
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {listener!r}")
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: Callable[[_events.BreakerStateChanged], None]) -> None:
+        """Remove a listener added with :meth:`add_listener` (``ValueError`` if absent)."""
+        with self._lock:
+            listeners = list(self._listeners)
+            try:
+                listeners.remove(listener)
+            except ValueError:
+                raise ValueError(f"listener {listener!r} is not registered") from None
+            self._listeners = tuple(listeners)
+
+    def statistics(self) -> BreakerStatistics:
+        """A frozen snapshot of the counters, taken under the lock.
+
+        Example::
+
+            >>> import resetguard
+            >>> breaker = resetguard.CircuitBreaker("s")
+            >>> breaker.call(len, "abc")
+            3
+            >>> breaker.statistics().successes
+            1
+        """
+        self.state  # noqa: B018 -- applies a due OPEN -> HALF_OPEN move first
+        with self._lock:
+            code = self._sg & 3
+            minimum = self.policy.minimum_calls
+            if self._timed_window:
+                self._advance(self._clock())
+            n = self._w_calls
+            judged = self._windowed and n >= minimum
+            retry_after: float | None = None
+            if code == _OPEN and not self._isolated:
+                retry_after = max(0.0, self._open_until - self._clock())
+            successes = self._successes + _peek(self._fast_successes)
+            return BreakerStatistics(
+                name=self.name,
+                state=_STATES[code],
+                calls=successes + self._failures + self._ignored,
+                successes=successes,
+                failures=self._failures,
+                ignored=self._ignored,
+                slow_calls=self._slow_calls,
+                rejected=self._rejected,
+                trips=self._trips,
+                consecutive_failures=self._consecutive,
+                window_calls=n,
+                window_failures=self._w_failures,
+                window_slow_calls=self._w_slow,
+                failure_rate=self._w_failures / n if judged else None,
+                slow_call_rate=self._w_slow / n if judged else None,
+                half_open_in_flight=self._half_open_in_flight,
+                half_open_successes=self._half_open_successes,
+                retry_after=retry_after,
+            )
+
+    # ------------------------------------------------------------------ engine interface
+
+    def _acquire(self) -> int:
+        """Admit one attempt or raise :class:`CircuitOpen`; returns the ticket for ``_release``.
+
+        The ticket is ``(generation << 2 | state) << 1 | probe``: an outcome reported for an
+        older generation (the state moved while the call ran) is counted but moves nothing.
+        """
+        sg = self._sg
+        if not sg & 3:  # closed: no lock, no allocation
+            return sg << 1
+        return self._acquire_slow()
+
+    def _acquire_slow(self) -> int:
+        event = None
+        try:
+            with self._lock:
+                code = self._sg & 3
+                if code == _OPEN:
+                    if self._isolated:
+                        self._rejected += 1
+                        raise CircuitOpen(
+                            f"circuit breaker {self.name!r} is isolated",
+                            retry_after=None,
+                            breaker=self.name,
+                        )
+                    now = self._clock()
+                    if now < self._open_until:
+                        self._rejected += 1
+                        raise CircuitOpen(
+                            f"circuit breaker {self.name!r} is open",
+                            retry_after=self._open_until - now,
+                            breaker=self.name,
+                        )
+                    event = self._move(_HALF_OPEN, "open period elapsed", now)
+                    code = _HALF_OPEN
+                if code == _HALF_OPEN:
+                    if self._half_open_in_flight >= self.policy.half_open_probes:
+                        self._rejected += 1
+                        raise CircuitOpen(
+                            f"circuit breaker {self.name!r} is half-open and all "
+                            f"{self.policy.half_open_probes} probe slot(s) are taken",
+                            retry_after=None,
+                            breaker=self.name,
+                        )
+                    self._half_open_in_flight += 1
+                    return self._sg << 1 | 1
+                return self._sg << 1  # closed meanwhile
+        finally:
+            if event is not None:
+                self._announce(event)
+
+    def _release(self, ticket: int, error: BaseException | None, duration: float) -> None:
+        """Record the outcome of an attempt admitted by :meth:`_acquire`."""
+        if error is None:
+            if ticket == self._fast_ticket:
+                # Lock-free: concurrent with a failure, this reset may land before or after
+                # the failure's increment, as the two calls really did overlap.
+                next(self._fast_successes)
+                self._consecutive = 0
+                return
+            failed = False
+        elif isinstance(error, Exception) and self._counts(error):
+            failed = True
+        else:
+            # Not a failure we count (or a cancellation): it says nothing about the peer.
+            with self._lock:
+                self._ignored += 1
+                if ticket & 1 and ticket >> 1 == self._sg:
+                    self._half_open_in_flight -= 1
+            return
+        slow = duration >= self._slow_duration
+        event = None
+        with self._lock:
+            if failed:
+                self._failures += 1
+            else:
+                self._successes += 1
+            if slow:
+                self._slow_calls += 1
+            sg = ticket >> 1
+            if sg != self._sg:
+                return  # the state moved while this call ran
+            code = sg & 3
+            if code == _CLOSED:
+                if not failed:
+                    self._consecutive = 0
+                    if self._windowed:
+                        self._record(0b10 if slow else 0)
+                        if slow:
+                            event = self._check_rates()
+                    if event is None:
+                        return
+                else:
+                    self._consecutive += 1
+                    if self._windowed:
+                        self._record(0b11 if slow else 0b01)
+                    if self._threshold and self._consecutive >= self._threshold:
+                        event = self._trip(f"{self._consecutive} consecutive failures")
+                    elif self._windowed:
+                        event = self._check_rates()
+            elif code == _HALF_OPEN:
+                self._half_open_in_flight -= 1
+                if failed or slow:
+                    event = self._trip("probe call failed" if failed else "probe call was slow")
+                else:
+                    self._half_open_successes += 1
+                    if self._half_open_successes >= self.policy.success_threshold:
+                        self._streak = 0
+                        event = self._move(
+                            _CLOSED,
+                            f"{self._half_open_successes} probe call(s) succeeded",
+                            self._clock(),
+                        )
+        if event is not None:
+            self._announce(event)
+
+    # ------------------------------------------------------------------ internals (lock held)
+
+    def _clear_counts(self) -> None:
+        self._consecutive = 0
+        self._half_open_in_flight = 0
+        self._half_open_successes = 0
+        self._w_calls = self._w_failures = self._w_slow = 0
+        ring = self._ring
+        ring[:] = bytes(len(ring))
+        self._ring_pos = 0
+        self._ring_filled = 0
+        for buckets in (self._bucket_calls, self._bucket_failures, self._bucket_slow):
+            buckets[:] = [0] * len(buckets)
+        self._epoch = None  # no bucket in use yet
+
+    def _record(self, flags: int) -> None:
+        """Add one outcome (bit 0 failed, bit 1 slow) to the sliding window."""
+        failed = flags & 1
+        slow = flags >> 1
+        if not self._timed_window:
+            ring = self._ring
+            i = self._ring_pos
+            old = ring[i]
+            ring[i] = flags
+            self._ring_pos = i + 1 if i + 1 < len(ring) else 0
+            if self._ring_filled < len(ring):
+                self._ring_filled += 1
+                self._w_calls += 1
+            self._w_failures += failed - (old & 1)
+            self._w_slow += slow - (old >> 1)
+            return
+        i = self._advance(self._clock())
+        self._bucket_calls[i] += 1
+        self._bucket_failures[i] += failed
+        self._bucket_slow[i] += slow
+        self._w_calls += 1
+        self._w_failures += failed
+        self._w_slow += slow
+
+    def _advance(self, now: float) -> int:
+        """Expire buckets older than the window; return the index of the current bucket."""
+        epoch = int(now // self._bucket_width)
+        nb = len(self._bucket_calls)
+        last = self._epoch
+        if last is None:
+            self._epoch = epoch
+        elif epoch > last:
+            # At most nb buckets to clear however long the breaker sat idle.
+            for e in range(max(last + 1, epoch - nb + 1), epoch + 1):
+                j = e % nb
+                self._w_calls -= self._bucket_calls[j]
+                self._w_failures -= self._bucket_failures[j]
+                self._w_slow -= self._bucket_slow[j]
+                self._bucket_calls[j] = self._bucket_failures[j] = self._bucket_slow[j] = 0
+            self._epoch = epoch
+        else:
+            epoch = last  # a clock that stepped back stays in the current bucket
+        return epoch % nb
+
+    def _check_rates(self) -> _events.BreakerStateChanged | None:
+        n = self._w_calls
+        policy = self.policy
+        if n < policy.minimum_calls:
+            return None
+        if policy.failure_rate is not None and self._w_failures >= policy.failure_rate * n:
+            return self._trip(f"failure rate {self._w_failures / n:.0%} over {n} calls")
+        if policy.slow_call_rate is not None and self._w_slow >= policy.slow_call_rate * n:
+            return self._trip(f"slow-call rate {self._w_slow / n:.0%} over {n} calls")
+        return None
+
+    def _trip(self, reason: str) -> _events.BreakerStateChanged | None:
+        self._trips += 1
+        self._streak += 1
+        now = self._clock()
+        period = self.policy.open_period(self._streak, self._random)
+        self._open_until = now + period
+        return self._move(_OPEN, f"{reason}; open for {period:.3g} s", now)
+
+    def _move(self, code: int, reason: str, now: float) -> _events.BreakerStateChanged | None:
+        old = self._sg & 3
+        if code != _CLOSED or old != _CLOSED:
+            # A new generation makes every outcome still in flight stale, and frees the
+            # half-open probe slots without waiting for their outcomes.
+            self._sg = ((self._sg >> 2) + 1) << 2 | code
+            self._set_fast_ticket()
+            self._half_open_in_flight = 0
+            self._half_open_successes = 0
+        if old == code:
+            return None
+        if code == _CLOSED:
+            self._clear_counts()
+        event = _events.BreakerStateChanged(
+            name=self.name, old=_STATES[old].value, new=_STATES[code].value, reason=reason, at=now
+        )
+        return event
+
+    def _set_fast_ticket(self) -> None:
+        sg = self._sg
+        self._fast_ticket = sg << 1 if sg & 3 == _CLOSED and not self._windowed else -1
+
+    def _maybe_half_open(self) -> None:
+        with self._lock:
+            if self._sg & 3 != _OPEN or self._isolated:
+                return
+            now = self._clock()
+            if now < self._open_until:
+                return
+            event = self._move(_HALF_OPEN, "open period elapsed", now)
+        self._announce(event)
+
+    # ------------------------------------------------------------------ delivery (no lock)
+
+    def _announce(self, event: _events.BreakerStateChanged | None) -> None:
+        if event is None:
+            return
+        level = logging.WARNING if event.new == "open" else logging.INFO
+        if _log.isEnabledFor(level):
+            _log.log(
+                level,
+                "circuit breaker %r: %s -> %s (%s)",
+                self.name,
+                event.old,
+                event.new,
+                event.reason,
+            )
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                _log.exception("listener %r of circuit breaker %r raised", listener, self.name)
+        _events.emit(event)
+
+
+def _peek(counter: itertools.count[int]) -> int:
+    """The next value of ``counter`` without consuming it (its repr is ``count(N)``)."""
+    return int(repr(counter)[6:-1])
