@@ -152,12 +152,29 @@ def _wrap(p: Retry, fn: Callable[P, R]) -> Callable[P, R]:
         p = _policy(p, {"name": getattr(fn, "__qualname__", repr(fn))})
     if inspect.iscoroutinefunction(fn):
         afn: Callable[..., Awaitable[Any]] = fn
+        if p.breaker is not None or p.budget is not None:
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await _adrive(p, afn, args, kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        aclock = p.clock or _clock.monotonic
 
         @functools.wraps(fn)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            return await _adrive(p, afn, args, kwargs)
+        async def async_fast_wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = aclock()
+            try:
+                return await afn(*args, **kwargs)
+            except Exception as exc:
+                run = _Run(p, start)
+                delay = run.failed(exc)
+                if delay is None:
+                    raise
+            return await _aresume(p, run, delay, afn, args, kwargs)
 
-        return async_wrapper  # type: ignore[return-value]
+        return async_fast_wrapper  # type: ignore[return-value]
 
     if p.breaker is None and p.budget is None:
         clock = p.clock or _clock.monotonic
@@ -192,6 +209,26 @@ def _resume(p: Retry, run: _Run, delay: float, fn: Callable[..., R], args: Any, 
             sleep(delay)
         try:
             result = fn(*args, **kwargs)
+        except Exception as exc:
+            next_delay = run.failed(exc)
+            if next_delay is None:
+                raise
+            delay = next_delay
+            continue
+        run.succeeded()
+        return result
+
+
+async def _aresume(
+    p: Retry, run: _Run, delay: float, fn: Callable[..., Awaitable[R]], args: Any, kwargs: Any
+) -> R:
+    """Continue the async loop of the fast wrapper after its first attempt failed."""
+    sleep = p.async_sleep or _clock.async_sleep
+    while True:
+        if delay > 0:
+            await sleep(delay)
+        try:
+            result = await fn(*args, **kwargs)
         except Exception as exc:
             next_delay = run.failed(exc)
             if next_delay is None:
