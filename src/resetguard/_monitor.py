@@ -878,7 +878,7 @@ class Monitor:
 
     def _remove_observer(self, observer: Callable[[str, str, float | None], None]) -> None:
         with self._lock:
-            self._observers = tuple(o for o in self._observers if o is not observer)
+            self._observers = tuple(o for o in self._observers if o != observer)
 
     def __repr__(self) -> str:
         return f"Monitor(name={self.name!r}, window={self.window!r})"
