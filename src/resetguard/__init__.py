@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from ._api import AttemptContext, acall, call, retry, retrying
 from ._backoff import Backoff
+from ._breaker import BreakerPolicy, BreakerStatistics, CircuitBreaker, CircuitState
+from ._budget import BudgetStatistics, RetryBudget
 from ._classify import (
     Classifier,
     Failure,
@@ -43,6 +45,7 @@ from ._exceptions import (
     Rejected,
     ResetGuardError,
 )
+from ._pipeline import Pipeline
 from ._retry import DEFAULT_KINDS, Attempt, Retry, history
 
 __version__ = "0.1.0.dev0"
@@ -52,10 +55,15 @@ __all__ = [
     "AttemptContext",
     "AttemptFailed",
     "Backoff",
+    "BreakerPolicy",
     "BreakerStateChanged",
+    "BreakerStatistics",
     "BudgetExhausted",
     "BudgetExhaustedEvent",
+    "BudgetStatistics",
+    "CircuitBreaker",
     "CircuitOpen",
+    "CircuitState",
     "Classifier",
     "ClientDisconnected",
     "ConnectionEvent",
@@ -67,9 +75,11 @@ __all__ = [
     "Kind",
     "OutcomeUnknown",
     "Phase",
+    "Pipeline",
     "Rejected",
     "ResetGuardError",
     "Retry",
+    "RetryBudget",
     "RetryScheduled",
     "RetrySucceeded",
     "acall",

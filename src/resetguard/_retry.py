@@ -188,6 +188,10 @@ class Retry:
         object.__setattr__(self, "kinds", frozenset(converted))
         if not isinstance(self.idempotent, bool):
             raise TypeError(f"idempotent must be a bool, got {self.idempotent!r}")
+        if self.breaker is not None and not callable(getattr(self.breaker, "_acquire", None)):
+            raise TypeError(f"breaker must be a resetguard.CircuitBreaker, got {self.breaker!r}")
+        if self.budget is not None and not callable(getattr(self.budget, "_withdraw", None)):
+            raise TypeError(f"budget must be a resetguard.RetryBudget, got {self.budget!r}")
         for hook in (
             "retry_after",
             "on_retry",

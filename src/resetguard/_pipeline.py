@@ -1,0 +1,124 @@
+"""Compose a deadline, a retry budget, a circuit breaker and retries into one policy.
+
+The order is fixed, outermost first, because each layer must see what the next one does:
+
+1. **deadline** — bounds the whole logical call: no attempt starts after it, waits are
+   clamped to it;
+2. **budget** — counts every logical call and must grant every *retry*, so a fleet's
+   retries stay a fraction of its traffic;
+3. **breaker** — is asked before *every attempt* and told each attempt's outcome: when it
+   opens mid-call, the remaining retries are skipped and the caller gets its own last error;
+4. **retry** — the attempt loop with backoff and the safety rules (`idempotent`).
+
+A :class:`Pipeline` is immutable: every ``with_*`` returns a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field, replace
+from typing import Any, ParamSpec, TypeVar, overload
+
+from ._api import _adrive, _drive, _policy, _wrap
+from ._retry import BreakerLike, BudgetLike, Retry
+from ._validate import check_positive
+
+__all__ = ["Pipeline"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _check_protocol(value: object, what: str, methods: tuple[str, ...]) -> None:
+    if not all(callable(getattr(value, m, None)) for m in methods):
+        raise TypeError(f"{what} must be a resetguard {what.title()}-like object, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """deadline → budget → breaker → retry, built step by step, immutable once built.
+
+    Example::
+
+        >>> import resetguard
+        >>> breaker = resetguard.CircuitBreaker("inventory")
+        >>> budget = resetguard.RetryBudget("inventory")
+        >>> pipe = (
+        ...     resetguard.Pipeline()
+        ...     .with_deadline(5)
+        ...     .with_budget(budget)
+        ...     .with_breaker(breaker)
+        ...     .with_retry(attempts=4)
+        ... )
+        >>> pipe.call(sum, [1, 2])
+        3
+        >>> print(pipe.describe())
+        deadline 5 s → budget 'inventory' → breaker 'inventory' → retry (4 attempts)
+    """
+
+    policy: Retry = field(default_factory=Retry)
+
+    def with_deadline(self, seconds: float | None) -> Pipeline:
+        """Bound the whole call (all attempts and waits) to ``seconds``; ``None`` removes it."""
+        if seconds is not None:
+            check_positive("deadline", seconds, allow_inf=True)
+        return Pipeline(replace(self.policy, deadline=seconds))
+
+    def with_budget(self, budget: BudgetLike | None) -> Pipeline:
+        """Make every retry ask ``budget`` (a :class:`~resetguard.RetryBudget`) first."""
+        if budget is not None:
+            _check_protocol(budget, "budget", ("_deposit", "_withdraw"))
+        return Pipeline(replace(self.policy, budget=budget))
+
+    def with_breaker(self, breaker: BreakerLike | None) -> Pipeline:
+        """Guard every attempt with ``breaker`` (a :class:`~resetguard.CircuitBreaker`)."""
+        if breaker is not None:
+            _check_protocol(breaker, "breaker", ("_acquire", "_release"))
+        return Pipeline(replace(self.policy, breaker=breaker))
+
+    def with_retry(self, policy: Retry | None = None, /, **options: Any) -> Pipeline:
+        """Set the retry options (``attempts=``, ``backoff=``, ``idempotent=`` …).
+
+        A ``policy`` given here replaces the retry settings but keeps this pipeline's
+        deadline, budget and breaker unless ``options`` name them.
+        """
+        keep = {
+            "deadline": self.policy.deadline,
+            "budget": self.policy.budget,
+            "breaker": self.policy.breaker,
+        }
+        base = _policy(policy, {}) if policy is not None else self.policy
+        return Pipeline(_policy(base, {**keep, **options}))
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
+
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Decorate a sync or async function with the whole pipeline."""
+        return _wrap(self.policy, fn)
+
+    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call ``fn(*args, **kwargs)`` through the pipeline."""
+        return _drive(self.policy, fn, args, kwargs)
+
+    async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Await ``fn(*args, **kwargs)`` through the pipeline (asyncio or trio)."""
+        return await _adrive(self.policy, fn, args, kwargs)
+
+    def describe(self) -> str:
+        """One line naming each layer in order."""
+        p = self.policy
+        parts = []
+        if p.deadline is not None:
+            parts.append(f"deadline {p.deadline:g} s")
+        if p.budget is not None:
+            parts.append(f"budget {p.budget.name!r}")
+        if p.breaker is not None:
+            parts.append(f"breaker {p.breaker.name!r}")
+        parts.append(f"retry ({p.attempts} attempt{'s' if p.attempts != 1 else ''})")
+        return " → ".join(parts)
