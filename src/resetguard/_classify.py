@@ -264,7 +264,12 @@ def _from_errno(code: int, source: str | None = None, phase: Phase | None = None
     return _Hint(kind, phase, source, _errno_name(code), errno=code)
 
 
-_ERRNO_IN_TEXT = re.compile(r"\[Errno (-?\d+)\]|\bError (\d+) (?:connecting|while)|errno[ =](\d+)")
+# "[Errno 104]", redis' "Error 111 connecting", "errno=104", and the repr of a wrapped
+# OSError ("ConnectionResetError(104, ...)", as aiohttp's ClientPayloadError message has it).
+_ERRNO_IN_TEXT = re.compile(
+    r"\[Errno (-?\d+)\]|\bError (\d+) (?:connecting|while)|errno[ =](\d+)"
+    r"|\b(?:ConnectionReset|ConnectionAborted|ConnectionRefused|BrokenPipe)Error\((\d+),"
+)
 
 
 def _errno_from_text(text: str) -> int | None:
@@ -403,6 +408,11 @@ def _aiohttp(exc: BaseException, names: list[str]) -> _Hint | None:
             return hint
         return _Hint(Kind.REFUSED, Phase.CONNECT, src, weak=True)
     if "ClientPayloadError" in short:
+        # The body was cut short; the message names the socket error when there was one
+        # ("... ConnectionResetError(104, ...)"), which is the only trace of an RST here.
+        code = _errno_from_text(str(exc))
+        if code is not None and (hint := _from_errno(code, src, Phase.RECEIVE)):
+            return hint
         return _Hint(Kind.CLOSED, Phase.RECEIVE, src)
     if "ServerDisconnectedError" in short:
         return _Hint(Kind.CLOSED, None, src)
