@@ -482,18 +482,23 @@ def test_backoff_jitters() -> None:
 def rst_then_serve() -> Iterator[tuple[int, list[int]]]:
     """A loopback server that RSTs its first two connections, then answers b'pong'."""
     srv = socket.create_server(("127.0.0.1", 0))
-    srv.settimeout(5)
+    srv.settimeout(0.05)
     accepted: list[int] = []
     stop = threading.Event()
 
     def serve() -> None:
         import struct
 
-        while not stop.is_set() and len(accepted) < 10:
+        for _ in range(200):  # bounded: at most 10 s of 50 ms accept timeouts
+            if stop.is_set() or len(accepted) >= 10:
+                return
             try:
                 conn, _ = srv.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            conn.settimeout(5)
             accepted.append(1)
             with conn:
                 conn.recv(100)

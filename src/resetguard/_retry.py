@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, ParamSpec, Protocol, TypeAlias, TypeVar
 
 from . import _clock
 from ._backoff import Backoff
@@ -87,11 +87,12 @@ class BudgetLike(Protocol):
     def _withdraw(self) -> bool: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(NamedTuple):
     """One failed attempt in a call's history (attached to the re-raised exception).
 
-    ``delay`` is the wait before the next attempt, or ``None`` for the last one.
+    ``delay`` is the wait before the next attempt, or ``None`` for the last one. A named
+    tuple rather than a frozen dataclass: it is built on the failure path, where every
+    microsecond counts, and is just as immutable.
     """
 
     number: int
