@@ -677,8 +677,9 @@ class CircuitBreaker:
                     self._consecutive = 0
                     if self._windowed:
                         self._record(0b10 if slow else 0)
-                        if slow:
-                            event = self._check_rates()
+                        # A success can still trip: it may complete minimum_calls, or an
+                        # expiring bucket of successes may leave a failure-heavy window.
+                        event = self._check_rates()
                     if event is None:
                         return
                 else:
