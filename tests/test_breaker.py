@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -482,25 +482,15 @@ def test_time_based_window_with_the_real_clock_defaults() -> None:
 # --------------------------------------------------------------------------- real network
 
 
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A loopback port with nothing listening (found by binding then closing)."""
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    yield port
-
-
 def test_real_refused_connections_open_the_breaker_and_a_real_server_closes_it(
-    closed_port: int,
+    unused_port: int,
 ) -> None:
     clock = Clock()
     breaker = make(clock, failure_threshold=3, open_duration=1)
 
     @breaker
     def connect() -> bytes:
-        with socket.create_connection(("127.0.0.1", closed_port), timeout=2) as conn:
+        with socket.create_connection(("127.0.0.1", unused_port), timeout=2) as conn:
             return conn.recv(16)
 
     for _ in range(3):
@@ -509,7 +499,7 @@ def test_real_refused_connections_open_the_breaker_and_a_real_server_closes_it(
     with pytest.raises(resetguard.CircuitOpen):
         connect()
 
-    server = socket.create_server(("127.0.0.1", closed_port))
+    server = socket.create_server(("127.0.0.1", unused_port))
     served = threading.Event()
 
     def serve() -> None:

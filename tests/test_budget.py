@@ -10,7 +10,6 @@ import logging
 import math
 import socket
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -192,18 +191,8 @@ def test_concurrent_withdrawals_never_overdraw_and_deposits_add_up() -> None:
 # --------------------------------------------------------------------------- with the engine
 
 
-@pytest.fixture
-def refused_port() -> Iterator[int]:
-    """A loopback port with nothing listening: connecting is refused at once."""
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    yield port
-
-
 def test_one_budget_shared_by_two_retrying_functions_caps_their_retries(
-    refused_port: int,
+    unused_port: int,
 ) -> None:
     budget = RetryBudget("shared", ratio=0.2, min_per_second=0.2, ttl=10, clock=Clock())
     attempts = {"a": 0, "b": 0}
@@ -211,7 +200,7 @@ def test_one_budget_shared_by_two_retrying_functions_caps_their_retries(
 
     def connect(who: str) -> None:
         attempts[who] += 1
-        socket.create_connection(("127.0.0.1", refused_port), timeout=2).close()
+        socket.create_connection(("127.0.0.1", unused_port), timeout=2).close()
 
     @resetguard.retry(attempts=3, backoff=no_wait, budget=budget)
     def a() -> None:
@@ -227,20 +216,20 @@ def test_one_budget_shared_by_two_retrying_functions_caps_their_retries(
     stats = budget.statistics()
     total = attempts["a"] + attempts["b"]
     assert stats.deposits == 20
-    # 2 floor tokens + 0.2 × 20 calls = 6 retries in all, whichever function asked.
+    # 2 floor tokens + 0.2 x 20 calls = 6 retries in all, whichever function asked.
     assert stats.withdrawals == 6
     assert total == 20 + 6
     assert stats.refusals >= 1
 
 
 def test_raise_on_exhausted_raises_budget_exhausted_from_the_original_error(
-    refused_port: int,
+    unused_port: int,
 ) -> None:
     budget = RetryBudget("strict", min_per_second=0, raise_on_exhausted=True, clock=Clock())
 
     @resetguard.retry(attempts=3, backoff=resetguard.Backoff.none(), budget=budget)
     def connect() -> None:
-        socket.create_connection(("127.0.0.1", refused_port), timeout=2).close()
+        socket.create_connection(("127.0.0.1", unused_port), timeout=2).close()
 
     with pytest.raises(resetguard.BudgetExhausted) as info:
         connect()
