@@ -178,10 +178,15 @@ def _children(exc: BaseException) -> Iterator[BaseException]:
     # Drivers chain implicitly, and httpx even suppresses the context: read it anyway.
     if exc.__context__ is not None:
         yield exc.__context__
-    for attr in ("orig", "reason", "os_error", "last_attempt_exception"):
-        value = getattr(exc, attr, None)
-        if isinstance(value, BaseException):
-            yield value
+    # Instance attributes only: getattr() would run properties, and some warn or compute
+    # (websockets' deprecated ConnectionClosed.reason). SQLAlchemy's .orig, urllib3's
+    # .reason and aiohttp's ._os_error are all stored on the instance.
+    attrs = getattr(exc, "__dict__", None)
+    if attrs:
+        for attr in ("orig", "reason", "_os_error", "last_attempt_exception"):
+            value = attrs.get(attr)
+            if isinstance(value, BaseException):
+                yield value
     args = getattr(exc, "args", None)
     if args and isinstance(args[0], BaseException):
         yield args[0]

@@ -388,8 +388,9 @@ class FaultHTTPServer:
 class RawListener:
     """A TCP listener that accepts and then fails every connection.
 
-    ``mode`` is ``"rst"`` / ``"fin"`` (right after accept) or ``"read-rst"`` / ``"read-fin"``
-    (after reading the client's first bytes, e.g. a MongoDB handshake).
+    ``mode`` is ``"rst"`` / ``"fin"`` (close without reading: RST / plain ``close()``) or
+    ``"read-rst"`` / ``"read-fin"`` (after reading the client's first bytes, e.g. a MongoDB
+    handshake: RST / FIN).
     """
 
     MODES = ("rst", "fin", "read-rst", "read-fin")
@@ -421,11 +422,18 @@ class RawListener:
             if self.mode.startswith("read-"):
                 with contextlib.suppress(OSError):
                     conn.recv(65536)
+            else:
+                # Let the client's first bytes arrive unread. A plain close() then makes
+                # Linux answer with an RST even in "fin" mode: the research's accept-then-FIN
+                # listener was seen as [Errno 104] by pymongo for this reason.
+                time.sleep(0.05)
             if self.mode.endswith("rst"):
                 rst_close(conn)
-            else:
+            elif self.mode == "read-fin":
                 with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            else:
                 conn.close()
 
     def close(self) -> None:
@@ -443,3 +451,178 @@ class RawListener:
 async def gather_bounded(*aws: Awaitable[Any], timeout: float = WAIT) -> list[Any]:
     """``asyncio.gather`` with an overall timeout."""
     return await asyncio.wait_for(asyncio.gather(*aws), timeout)
+
+
+# --------------------------------------------------------------------------- MongoDB wire
+
+
+_OP_REPLY, _OP_QUERY, _OP_MSG = 1, 2004, 2013
+_HANDSHAKE = frozenset({"hello", "ismaster", "isMaster", "endSessions"})
+
+
+class FakeMongo:
+    """Just enough of the MongoDB wire protocol (OP_QUERY handshake, OP_MSG commands) for
+    pymongo to connect, with a per-command fault: there is no MongoDB server here.
+
+    ``faults`` maps a command name to ``"hangup"`` (FIN, like mockupdb's ``hangup()``),
+    ``"hangup-once"`` (FIN the first time, answer later ones) or ``"delay"`` (answer after
+    0.3 s, so a proxy can reset the connection while the command is in flight).
+    ``seen`` lists the application commands received (``"insert txnNumber=1"`` style with
+    ``show_txn``). ``replica_set`` advertises a one-member replica set primary (retryable
+    writes on); ``max_wire_version`` can be set below what pymongo supports.
+    """
+
+    def __init__(
+        self,
+        *,
+        faults: dict[str, str] | None = None,
+        replica_set: bool = False,
+        max_wire_version: int = 21,
+        show_txn: bool = False,
+    ) -> None:
+        import bson  # pymongo's; imported here so this module works without pymongo
+
+        self._bson = bson
+        self.faults = dict(faults or {})
+        self.replica_set = replica_set
+        self.max_wire_version = max_wire_version
+        self.show_txn = show_txn
+        self.seen: list[str] = []
+        self._fired: set[str] = set()
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._sock = socket.socket()
+        self._sock.bind((LOOPBACK, 0))
+        self._sock.listen(32)
+        self._sock.settimeout(0.05)
+        self.port: int = self._sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+
+    def _hello(self) -> dict[str, Any]:
+        import datetime
+
+        doc: dict[str, Any] = {
+            "ismaster": True,
+            "isWritablePrimary": True,
+            "helloOk": True,
+            "maxBsonObjectSize": 16 * 1024 * 1024,
+            "maxMessageSizeBytes": 48_000_000,
+            "maxWriteBatchSize": 100_000,
+            "localTime": datetime.datetime.now(datetime.timezone.utc),
+            "logicalSessionTimeoutMinutes": 30,
+            "connectionId": 1,
+            "minWireVersion": 0,
+            "maxWireVersion": self.max_wire_version,
+            "readOnly": False,
+            "ok": 1.0,
+        }
+        if self.replica_set:
+            me = f"{LOOPBACK}:{self.port}"
+            doc.update(
+                setName="rs0",
+                setVersion=1,
+                hosts=[me],
+                me=me,
+                primary=me,
+                electionId=self._bson.ObjectId("7fffffff0000000000000001"),
+            )
+        return doc
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _recv_exact(self, conn: socket.socket, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = conn.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("client closed")
+            buf += chunk
+        return buf
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(WAIT)
+        try:
+            while not self._stop.is_set():
+                header = self._recv_exact(conn, 16)
+                length, request_id, _, op = struct.unpack("<iiii", header)
+                body = self._recv_exact(conn, length - 16)
+                if op == _OP_QUERY:
+                    self._reply_query(conn, request_id, body)
+                elif op == _OP_MSG:
+                    if not self._reply_msg(conn, request_id, body):
+                        return
+                else:
+                    return
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def _reply_query(self, conn: socket.socket, request_id: int, body: bytes) -> None:
+        # flags, fullCollectionName, skip, return, query: only the handshake uses OP_QUERY.
+        payload = struct.pack("<iqii", 0, 0, 0, 1) + self._bson.encode(self._hello())
+        conn.sendall(struct.pack("<iiii", 16 + len(payload), 0, request_id, _OP_REPLY) + payload)
+
+    def _reply_msg(self, conn: socket.socket, request_id: int, body: bytes) -> bool:
+        if body[4] != 0:
+            return False
+        doc = self._bson.decode(body[5 : 5 + struct.unpack("<i", body[5:9])[0]])
+        name = next(iter(doc))
+        if name in _HANDSHAKE:
+            reply: dict[str, Any] = self._hello() if name != "endSessions" else {"ok": 1.0}
+        else:
+            label = f"{name} txnNumber={doc.get('txnNumber')}" if self.show_txn else name
+            with self._lock:
+                self.seen.append(label)
+                fault = self.faults.get(name)
+                first = name not in self._fired
+                self._fired.add(name)
+            if fault == "hangup" or (fault == "hangup-once" and first):
+                conn.shutdown(socket.SHUT_RDWR)
+                return False
+            if fault == "delay" and first:
+                time.sleep(0.3)
+            reply = {"ok": 1.0}
+            if name == "find":
+                ns = f"{doc.get('$db', 'test')}.{doc[name]}"
+                reply["cursor"] = {"id": self._bson.Int64(0), "ns": ns, "firstBatch": []}
+            elif name == "insert":
+                reply["n"] = 1
+        payload = struct.pack("<IB", 0, 0) + self._bson.encode(reply)
+        conn.sendall(struct.pack("<iiii", 16 + len(payload), 0, request_id, _OP_MSG) + payload)
+        return True
+
+    def arm(self, command: str, action: str) -> None:
+        """Set the fault for ``command`` from now on (a ``-once`` fault fires again)."""
+        with self._lock:
+            self.faults[command] = action
+            self._fired.discard(command)
+            self.seen.clear()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(WAIT)
+        self._sock.close()
+        with self._lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.close()
+
+    def __enter__(self) -> FakeMongo:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

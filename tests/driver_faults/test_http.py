@@ -50,7 +50,7 @@ def requests_scenario(fault: str, base: str) -> BaseException | None:
 
         def request(method: str, path: str) -> None:
             data = b"payload" if method == "POST" else None
-            session.request(method, base + path, data=data, timeout=2).content
+            session.request(method, base + path, data=data, timeout=2).raise_for_status()
 
         return _run_plan(fault, request)
 
