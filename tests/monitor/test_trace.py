@@ -190,11 +190,13 @@ def test_raw_socket_wrapper_traces_reset() -> None:
     seen: list[TraceRecord] = []
     trace.enable(sink=seen.append, libraries=())
     try:
-        with PingServer(reset=lambda i: True) as server:
-            with trace.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-                sock.sendall(b"ping\n")
-                with pytest.raises(ConnectionResetError):
-                    sock.recv(10)
+        with (
+            PingServer(reset=lambda i: True) as server,
+            trace.create_connection(("127.0.0.1", server.port), timeout=5) as sock,
+        ):
+            sock.sendall(b"ping\n")
+            with pytest.raises(ConnectionResetError):
+                sock.recv(10)
     finally:
         trace.disable()
     assert [r.step for r in seen] == ["connect", "request_sent", "error", "closed"]
@@ -230,11 +232,15 @@ def test_monitor_counts_traced_connection_events() -> None:
     import httpx
 
     monitor = Monitor()
-    with monitor, trace.tracing(sink=lambda r: None):
-        with KeepAliveHTTPServer(reset=lambda c, r: r == 1) as server, httpx.Client() as client:
+    with (
+        monitor,
+        trace.tracing(sink=lambda r: None),
+        KeepAliveHTTPServer(reset=lambda c, r: r == 1) as server,
+        httpx.Client() as client,
+    ):
+        client.get(f"http://127.0.0.1:{server.port}/")
+        with pytest.raises(httpx.ReadError):
             client.get(f"http://127.0.0.1:{server.port}/")
-            with pytest.raises(httpx.ReadError):
-                client.get(f"http://127.0.0.1:{server.port}/")
     r = monitor.report()
     assert dict(r.connections) == {
         "opened": 1,
@@ -249,10 +255,13 @@ def test_monitor_counts_traced_connection_events() -> None:
 
 def test_default_sink_logs_with_extra(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO", logger="resetguard.trace")
-    with trace.tracing(libraries=()), PingServer(reset=lambda i: False) as server:
-        with trace.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-            sock.sendall(b"ping\n")
-            sock.recv(10)
+    with (
+        trace.tracing(libraries=()),
+        PingServer(reset=lambda i: False) as server,
+        trace.create_connection(("127.0.0.1", server.port), timeout=5) as sock,
+    ):
+        sock.sendall(b"ping\n")
+        sock.recv(10)
     lines = [r for r in caplog.records if r.name == "resetguard.trace"]
     assert [r.rg_trace_step for r in lines] == [  # type: ignore[attr-defined]
         "connect",
