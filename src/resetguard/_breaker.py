@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import collections
 import enum
 import functools
 import inspect
@@ -275,6 +276,7 @@ class CircuitBreaker:
         "_clock",
         "_consecutive",
         "_counts",
+        "_delivering",
         "_epoch",
         "_failures",
         "_fast_successes",
@@ -286,6 +288,7 @@ class CircuitBreaker:
         "_listeners",
         "_lock",
         "_open_until",
+        "_pending",
         "_random",
         "_rejected",
         "_ring",
@@ -355,6 +358,8 @@ class CircuitBreaker:
         self._clock = clock
         self._random = random
         self._lock = threading.Lock()
+        self._pending: collections.deque[_events.BreakerStateChanged] = collections.deque()
+        self._delivering = threading.Lock()
         self._listeners: tuple[Callable[[_events.BreakerStateChanged], None], ...] = ()
         self._sg = _CLOSED
         # The ticket of a closed, windowless breaker's current generation (-1 otherwise): a
@@ -514,9 +519,10 @@ class CircuitBreaker:
     def add_listener(self, listener: Callable[[_events.BreakerStateChanged], None]) -> None:
         """Call ``listener(event)`` on every state change of this breaker.
 
-        Listeners run outside the breaker's lock, in the thread that caused the change;
-        one that raises is logged and ignored. Process-wide hooks
-        (:func:`resetguard.add_hook`) see the same events.
+        Listeners run outside the breaker's lock, one change at a time and in the order the
+        changes happened (usually in the thread that caused the change, sometimes in another
+        one delivering a burst of changes); one that raises is logged and ignored.
+        Process-wide hooks (:func:`resetguard.add_hook`) see the same events.
 
         Example::
 
@@ -656,7 +662,7 @@ class CircuitBreaker:
             # Not a failure we count (or a cancellation): it says nothing about the peer.
             with self._lock:
                 self._ignored += 1
-                if ticket & 1 and ticket >> 1 == self._sg:
+                if ticket & 1:
                     self._half_open_in_flight -= 1
             return
         slow = duration >= self._slow_duration
@@ -668,6 +674,10 @@ class CircuitBreaker:
                 self._successes += 1
             if slow:
                 self._slow_calls += 1
+            if ticket & 1:
+                # Probes of an earlier half-open period hold their slot until they end too:
+                # the dependency never sees more than half_open_probes probes at once.
+                self._half_open_in_flight -= 1
             sg = ticket >> 1
             if sg != self._sg:
                 return  # the state moved while this call ran
@@ -691,7 +701,6 @@ class CircuitBreaker:
                     elif self._windowed:
                         event = self._check_rates()
             elif code == _HALF_OPEN:
-                self._half_open_in_flight -= 1
                 if failed or slow:
                     event = self._trip("probe call failed" if failed else "probe call was slow")
                 else:
@@ -710,7 +719,6 @@ class CircuitBreaker:
 
     def _clear_counts(self) -> None:
         self._consecutive = 0
-        self._half_open_in_flight = 0
         self._half_open_successes = 0
         self._w_calls = self._w_failures = self._w_slow = 0
         ring = self._ring
@@ -787,11 +795,9 @@ class CircuitBreaker:
     def _move(self, code: int, reason: str, now: float) -> _events.BreakerStateChanged | None:
         old = self._sg & 3
         if code != _CLOSED or old != _CLOSED:
-            # A new generation makes every outcome still in flight stale, and frees the
-            # half-open probe slots without waiting for their outcomes.
+            # A new generation makes every outcome still in flight stale.
             self._sg = ((self._sg >> 2) + 1) << 2 | code
             self._set_fast_ticket()
-            self._half_open_in_flight = 0
             self._half_open_successes = 0
         if old == code:
             return None
@@ -800,6 +806,7 @@ class CircuitBreaker:
         event = _events.BreakerStateChanged(
             name=self.name, old=_STATES[old].value, new=_STATES[code].value, reason=reason, at=now
         )
+        self._pending.append(event)  # queued under the lock: the queue order is the true order
         return event
 
     def _set_fast_ticket(self) -> None:
@@ -819,8 +826,26 @@ class CircuitBreaker:
     # ------------------------------------------------------------------ delivery (no lock)
 
     def _announce(self, event: _events.BreakerStateChanged | None) -> None:
+        """Deliver the queued state changes, in the order they happened.
+
+        Listeners run outside the state lock, so two threads could otherwise deliver their
+        changes out of order. One thread at a time drains the queue; a thread that finds
+        another draining leaves its event to it, and the drainer looks again after letting
+        go, so no event is stranded.
+        """
         if event is None:
             return
+        pending = self._pending
+        while pending:
+            if not self._delivering.acquire(blocking=False):
+                return
+            try:
+                while pending:
+                    self._deliver(pending.popleft())
+            finally:
+                self._delivering.release()
+
+    def _deliver(self, event: _events.BreakerStateChanged) -> None:
         level = logging.WARNING if event.new == "open" else logging.INFO
         if _log.isEnabledFor(level):
             _log.log(
