@@ -1,0 +1,175 @@
+"""Loopback servers with known idle behaviour, for the doctor's tests.
+
+``IdleHttpServer`` speaks just enough HTTP/1.1 and closes a connection that stayed idle
+for ``idle_close`` seconds after its last response, with FIN or RST; it records when it
+did, so tests compare the doctor's measurement with the server's own clock.
+"""
+
+from __future__ import annotations
+
+import select
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+Mode = Literal["fin", "rst", "never", "close-each", "broken"]
+
+
+@dataclass
+class IdleHttpServer:
+    """``mode``: fin/rst close idle connections after ``idle_close``; ``never`` keeps them;
+    ``close-each`` answers with ``Connection: close``; ``broken`` says keep-alive but
+    closes right after the response."""
+
+    mode: Mode
+    idle_close: float = 1.5
+    keep_alive_header: str | None = None
+    closes: list[tuple[str, float]] = field(default_factory=list)
+    requests: int = 0
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.port: int = self._listener.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._acceptor = threading.Thread(target=self._accept, name="idle-http-accept")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> IdleHttpServer:
+        self._acceptor.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._acceptor.join(5)
+        self._listener.close()
+        for thread in self._threads:
+            thread.join(5)
+        assert not any(t.is_alive() for t in [self._acceptor, *self._threads])
+
+    def _accept(self) -> None:
+        deadline = time.monotonic() + 120  # bound the server's life whatever happens
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            thread = threading.Thread(target=self._serve, args=(conn,), name="idle-http-conn")
+            self._threads.append(thread)
+            thread.start()
+
+    def _close(self, conn: socket.socket, how: str, idle: float) -> None:
+        if how == "rst":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        with self._lock:
+            self.closes.append((how, idle))
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        last = time.monotonic()
+        end = last + 60
+        try:
+            while not self._stop.is_set() and time.monotonic() < end:
+                if b"\r\n\r\n" in buf:
+                    _head, buf = buf.split(b"\r\n\r\n", 1)
+                    with self._lock:
+                        self.requests += 1
+                    self._respond(conn)
+                    last = time.monotonic()
+                    if self.mode in ("close-each", "broken"):
+                        self._close(conn, "fin", 0.0)
+                        return
+                    continue
+                wait = 0.05
+                if self.mode in ("fin", "rst"):
+                    remaining = last + self.idle_close - time.monotonic()
+                    if remaining <= 0:
+                        self._close(conn, self.mode, time.monotonic() - last)
+                        return
+                    wait = min(wait, remaining)
+                readable, _, _ = select.select([conn], [], [], wait)
+                if readable:
+                    try:
+                        data = conn.recv(65536)
+                    except ConnectionError:
+                        break
+                    if not data:
+                        break
+                    buf += data
+        finally:
+            if conn.fileno() != -1:
+                conn.close()
+
+    def _respond(self, conn: socket.socket) -> None:
+        body = b"hello from the idle server\n"
+        headers = [
+            "HTTP/1.1 200 OK",
+            "Content-Type: text/plain",
+            f"Content-Length: {len(body)}",
+            "Server: idle-test",
+        ]
+        if self.mode == "close-each":
+            headers.append("Connection: close")
+        if self.keep_alive_header:
+            headers.append(f"Keep-Alive: {self.keep_alive_header}")
+        conn.sendall(("\r\n".join(headers) + "\r\n\r\n").encode() + body)
+
+
+@pytest.fixture
+def http_server() -> Iterator[type[IdleHttpServer]]:
+    """Factory: ``http_server(mode, ...)`` starts a server that is stopped after the test."""
+    started: list[IdleHttpServer] = []
+
+    def make(*args: object, **kwargs: object) -> IdleHttpServer:
+        server = IdleHttpServer(*args, **kwargs).start()  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield make  # type: ignore[misc]
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def private_redis(redis_url: str, unused_port: int) -> Iterator[str]:
+    """A private redis-server (``timeout 1``) on a free port, so no global setting changes.
+
+    Depends on ``redis_url`` so it skips (or fails under CI) like the other Redis tests.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server binary not found")
+    proc = subprocess.Popen(
+        [binary, "--port", str(unused_port), "--bind", "127.0.0.1", "--timeout", "1",
+         "--save", "", "--appendonly", "no", "--daemonize", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", unused_port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("private redis-server did not start")
+        yield f"redis://127.0.0.1:{unused_port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
