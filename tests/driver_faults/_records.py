@@ -201,4 +201,9 @@ def check_record(record: Record, exc: BaseException | None) -> Failure | None:
         assert failure.errno == record["errno"], f"{rid}: errno {failure.errno}, {failure}"
         assert _errno.errorcode[failure.errno] == record["errno_name"]
     assert failure.exc_type == type_name(exc)
+    if os.environ.get("RESETGUARD_CLASSIFY_LOG"):  # to regenerate docs/classify.md's table
+        with open(os.environ["RESETGUARD_CLASSIFY_LOG"], "a") as log:
+            row = {"id": rid, "exc": type_name(exc), "kind": failure.kind.value}
+            row |= {"phase": failure.phase.value, "code": failure.code, "source": failure.source}
+            log.write(json.dumps(row) + "\n")
     return failure
