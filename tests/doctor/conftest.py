@@ -10,6 +10,7 @@ from __future__ import annotations
 import select
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -32,6 +33,7 @@ class IdleHttpServer:
     mode: Mode
     idle_close: float = 1.5
     keep_alive_header: str | None = None
+    tls: ssl.SSLContext | None = None
     closes: list[tuple[str, float]] = field(default_factory=list)
     requests: int = 0
 
@@ -79,11 +81,19 @@ class IdleHttpServer:
             self.closes.append((how, idle))
 
     def _serve(self, conn: socket.socket) -> None:
+        if self.tls is not None:
+            conn.settimeout(5)
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except (ssl.SSLError, OSError):
+                conn.close()  # the client refused our certificate: its retry comes next
+                return
         buf = b""
         last = time.monotonic()
         end = last + 60
         try:
             while not self._stop.is_set() and time.monotonic() < end:
+                pending = isinstance(conn, ssl.SSLSocket) and conn.pending() > 0
                 if b"\r\n\r\n" in buf:
                     _head, buf = buf.split(b"\r\n\r\n", 1)
                     with self._lock:
@@ -101,11 +111,13 @@ class IdleHttpServer:
                         self._close(conn, self.mode, time.monotonic() - last)
                         return
                     wait = min(wait, remaining)
-                readable, _, _ = select.select([conn], [], [], wait)
-                if readable:
+                readable, _, _ = select.select([conn], [], [], 0 if pending else wait)
+                if readable or pending:
                     try:
                         data = conn.recv(65536)
-                    except ConnectionError:
+                    except ssl.SSLWantReadError:
+                        continue
+                    except (ConnectionError, ssl.SSLError):
                         break
                     if not data:
                         break
@@ -154,8 +166,21 @@ def private_redis(redis_url: str, unused_port: int) -> Iterator[str]:
     if binary is None:
         pytest.skip("redis-server binary not found")
     proc = subprocess.Popen(
-        [binary, "--port", str(unused_port), "--bind", "127.0.0.1", "--timeout", "1",
-         "--save", "", "--appendonly", "no", "--daemonize", "no"],
+        [
+            binary,
+            "--port",
+            str(unused_port),
+            "--bind",
+            "127.0.0.1",
+            "--timeout",
+            "1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -173,3 +198,44 @@ def private_redis(redis_url: str, unused_port: int) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 valid for 10 days: (cert path, key path)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl binary not found")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "10",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return str(cert), str(key)
+
+
+@pytest.fixture
+def server_tls(tls_cert: tuple[str, str]) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*tls_cert)
+    return context

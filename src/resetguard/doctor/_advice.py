@@ -674,20 +674,19 @@ def _judge_db(
                 fix="",
             )
         )
-    checks = _client_checks(obs.kind, idle_s)
-    if idle_s is not None:
-        how = (
-            "closes idle sessions"
-            if source == "measured"
-            else f"is configured to close ({setting}) sessions"
-        )
-        mismatch = _mismatch_finding(obs.kind, idle_s, checks, how)
+    # Size clients from the shorter of measured and configured: Redis, for one, closes
+    # up to a second after its setting (whole-second timer), and the setting is the promise.
+    sizing = idle_s if configured is None or idle_s is None else min(idle_s, configured)
+    checks = _client_checks(obs.kind, sizing)
+    if sizing is not None:
+        how = "closes idle sessions" if source == "measured" else f"({setting}) closes sessions"
+        mismatch = _mismatch_finding(obs.kind, sizing, checks, how)
         if mismatch:
             findings.append(mismatch)
     findings += _db_specific_findings(obs)
     host_findings, host_recs = _host_findings(host)
     findings += host_findings
-    recs = _db_recommendations(target, obs.kind, idle_s) + host_recs
+    recs = _db_recommendations(target, obs.kind, sizing) + host_recs
     facts: dict[str, Any] = {
         "peer": obs.peer,
         "server_version": obs.server_version,

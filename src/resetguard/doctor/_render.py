@@ -31,6 +31,12 @@ def _summary_rows(report: Report) -> list[tuple[str, str]]:
     if report.status != "error":
         if facts.get("keepalive") in ("refused", "broken"):
             rows.append(("Server idle timeout", f"n/a (keep-alive {facts['keepalive']})"))
+        elif report.server_idle_timeout_s is None and report.kind in (
+            "postgresql",
+            "mysql",
+            "redis",
+        ):
+            rows.append(("Server idle timeout", f"none ({facts.get('idle_setting')} is off)"))
         elif report.server_idle_timeout_s is not None:
             how = f", closed with {report.idle_close.upper()}" if report.idle_close else ""
             rows.append(
