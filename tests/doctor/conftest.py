@@ -15,9 +15,9 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -239,3 +239,56 @@ def server_tls(tls_cert: tuple[str, str]) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(*tls_cert)
     return context
+
+
+def check_schema(value: object, schema: dict[str, Any], path: str = "$") -> list[str]:
+    """Errors of ``value`` against the subset of JSON Schema that JSON_SCHEMA uses."""
+    errors: list[str] = []
+    types = {
+        "object": dict,
+        "array": list,
+        "string": str,
+        "number": (int, float),
+        "integer": int,
+        "boolean": bool,
+        "null": type(None),
+    }
+    if "const" in schema and value != schema["const"]:
+        errors.append(f"{path}: {value!r} != {schema['const']!r}")
+    if "enum" in schema and value not in schema["enum"]:
+        errors.append(f"{path}: {value!r} not in {schema['enum']!r}")
+    if "type" in schema:
+        wanted = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        ok = any(
+            isinstance(value, types[t])
+            and not (t in ("number", "integer") and isinstance(value, bool))
+            for t in wanted
+        )
+        if not ok:
+            errors.append(f"{path}: {value!r} is not {wanted}")
+            return errors
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            if key not in value:
+                errors.append(f"{path}: missing {key!r}")
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for key, item in value.items():
+            if key in props:
+                errors += check_schema(item, props[key], f"{path}.{key}")
+            elif extra is False:
+                errors.append(f"{path}: unexpected {key!r}")
+            elif isinstance(extra, dict):
+                errors += check_schema(item, extra, f"{path}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            errors += check_schema(item, schema["items"], f"{path}[{index}]")
+    return errors
+
+
+@pytest.fixture
+def schema_errors() -> Callable[[object], list[str]]:
+    """``schema_errors(obj)``: what is wrong with ``obj`` as a doctor JSON report."""
+    from resetguard.doctor import JSON_SCHEMA
+
+    return lambda value: check_schema(value, JSON_SCHEMA)

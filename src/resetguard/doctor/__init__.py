@@ -24,12 +24,14 @@ from ._model import (
 )
 from ._progress import NullProgress, Progress, StreamProgress
 from ._render import render_text
+from ._schema import JSON_SCHEMA
 from ._target import Target, parse_duration, parse_target, redact
 
 __all__ = [
     "CLIENT_DEFAULTS",
     "DEFAULT_IDLE_LIMIT",
     "DEFAULT_TIMEOUT",
+    "JSON_SCHEMA",
     "SCHEMA_VERSION",
     "ClientCheck",
     "Finding",
