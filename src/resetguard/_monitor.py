@@ -783,28 +783,15 @@ class Monitor:
                     for i in range(_ROW):
                         window[i] += row[i]
             totals = list(self._totals)
-            endpoints = {
-                shown: EndpointCounts(
-                    calls=OutcomeCounts._from(row[:_N]),
-                    attempt_failures=OutcomeCounts._from(row[_N:]),
-                )
-                for shown, row in self._endpoints.values()
-            }
+            # Copy the raw rows only: building the snapshot objects happens after the lock
+            # is released, so a scrape of many endpoints never stalls the hot path.
+            rows = [(shown, row[:]) for shown, row in self._endpoints.values()]
             uptime = now - self._started
-            report = MonitorReport(
-                name=self.name,
-                at=wall,
-                uptime=uptime,
-                window=min(self.window, uptime),
-                calls=OutcomeCounts._from(totals[:_N]),
-                window_calls=OutcomeCounts._from(window[:_N]),
-                attempt_failures=OutcomeCounts._from(totals[_N:]),
-                window_attempt_failures=OutcomeCounts._from(window[_N:]),
+            parts = dict(
                 phases=_mapping(self._phases),
                 sources=_mapping(self._sources),
                 reused_faults=self._reused[0],
                 fresh_faults=self._reused[1],
-                endpoints=MappingProxyType(endpoints),
                 evicted_endpoints=self._evicted,
                 retries=self._counters[0],
                 recovered=self._counters[1],
@@ -818,7 +805,25 @@ class Monitor:
                 reuse_idle_age=self._reuse_idle.snapshot(),
                 failure_idle_age=self._failure_idle.snapshot(),
             )
-        return report
+        endpoints = {
+            shown: EndpointCounts(
+                calls=OutcomeCounts._from(row[:_N]),
+                attempt_failures=OutcomeCounts._from(row[_N:]),
+            )
+            for shown, row in rows
+        }
+        return MonitorReport(
+            name=self.name,
+            at=wall,
+            uptime=uptime,
+            window=min(self.window, uptime),
+            calls=OutcomeCounts._from(totals[:_N]),
+            window_calls=OutcomeCounts._from(window[:_N]),
+            attempt_failures=OutcomeCounts._from(totals[_N:]),
+            window_attempt_failures=OutcomeCounts._from(window[_N:]),
+            endpoints=MappingProxyType(endpoints),
+            **parts,  # type: ignore[arg-type]
+        )
 
     # ----------------------------------------------------------------- reporting
 
