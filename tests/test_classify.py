@@ -373,3 +373,21 @@ def test_docs_classify_examples_run(index: int) -> None:
 
 def test_docs_classify_has_examples() -> None:
     assert len(_doc_blocks()) >= 3
+
+
+def test_plain_oserror_results_are_reused_only_when_nothing_is_attached() -> None:
+    first = classify(ConnectionResetError(104, "reset"))
+    again = classify(ConnectionResetError(104, "other text"))
+    assert first is not None
+    assert again is first
+    with_orig = ConnectionResetError(104, "reset")
+    with_orig.reason = ConnectionRefusedError(111, "refused")  # type: ignore[attr-defined]
+    f = classify(with_orig)
+    assert f is not None
+    assert f.kind is Kind.RESET
+    assert f is not first
+    chained = raise_from(ConnectionResetError(104, "reset"), TimeoutError())
+    f = classify(chained)
+    assert f is not None
+    assert f.kind is Kind.RESET
+    assert f is not first

@@ -25,6 +25,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 __all__ = [
     "Classifier",
@@ -208,9 +209,12 @@ def _walk(exc: BaseException) -> Iterator[BaseException]:
 # --------------------------------------------------------------------------- one node
 
 
-@dataclass(frozen=True, slots=True)
-class _Hint:
-    """What one exception in the chain says. ``weak`` kinds may be refined by deeper nodes."""
+class _Hint(NamedTuple):
+    """What one exception in the chain says. ``weak`` kinds may be refined by deeper nodes.
+
+    A NamedTuple, not a frozen dataclass: one is built per node on the failure path and
+    tuple construction is several times cheaper.
+    """
 
     kind: Kind | None
     phase: Phase | None = None
@@ -223,8 +227,19 @@ class _Hint:
 _NOT_A_FAULT = _Hint(None)  # a recognised exception that is definitely not a connection fault
 
 
-def _names(exc: BaseException) -> list[str]:
-    return [f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__]
+# module.Qualname of each class of the MRO, per type: computing it was most of the cost.
+# Bounded, so classes created at runtime cannot pile up.
+_TYPE_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(exc: BaseException) -> tuple[str, ...]:
+    cls = type(exc)
+    names = _TYPE_NAMES.get(cls)
+    if names is None:
+        names = tuple(f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__)
+        if len(_TYPE_NAMES) < 1024:
+            _TYPE_NAMES[cls] = names
+    return names
 
 
 def _root(qualname: str) -> str:
@@ -284,7 +299,7 @@ def _errno_from_text(text: str) -> int | None:
     return int(next(g for g in m.groups() if g is not None))
 
 
-def _stdlib(exc: BaseException, names: list[str]) -> _Hint | None:
+def _stdlib(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
     # Ordered from most specific: RemoteDisconnected subclasses ConnectionResetError.
     if "http.client.RemoteDisconnected" in names:
         return _Hint(Kind.CLOSED, Phase.AWAIT, "stdlib")
@@ -331,7 +346,7 @@ def _stdlib(exc: BaseException, names: list[str]) -> _Hint | None:
 # --- HTTP clients
 
 
-def _httpx(exc: BaseException, names: list[str], source: str) -> _Hint | None:
+def _httpx(exc: BaseException, names: tuple[str, ...], source: str) -> _Hint | None:
     short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == _root(names[0])}
     if "ConnectTimeout" in short:
         return _Hint(Kind.TIMEOUT, Phase.CONNECT, source)
@@ -365,7 +380,7 @@ def _httpx(exc: BaseException, names: list[str], source: str) -> _Hint | None:
     return _NOT_A_FAULT  # HTTPStatusError, LocalProtocolError, decoding, redirects, URL errors
 
 
-def _urllib3_requests(exc: BaseException, names: list[str], source: str) -> _Hint | None:
+def _urllib3_requests(exc: BaseException, names: tuple[str, ...], source: str) -> _Hint | None:
     short = {n.rsplit(".", 1)[-1] for n in names if _root(n) in ("urllib3", "requests")}
     if "NameResolutionError" in short:
         return _Hint(Kind.DNS, Phase.CONNECT, source)
@@ -394,7 +409,7 @@ def _urllib3_requests(exc: BaseException, names: list[str], source: str) -> _Hin
     return _NOT_A_FAULT  # HTTPError for a status, invalid URL, content decoding, ...
 
 
-def _aiohttp(exc: BaseException, names: list[str]) -> _Hint | None:
+def _aiohttp(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
     short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == "aiohttp"}
     src = "aiohttp"
     if "ClientConnectorCertificateError" in short or "ClientConnectorSSLError" in short:
@@ -433,7 +448,7 @@ def _aiohttp(exc: BaseException, names: list[str]) -> _Hint | None:
     return _NOT_A_FAULT  # ClientResponseError (status), InvalidURL, ContentTypeError, ...
 
 
-def _websockets(exc: BaseException, names: list[str]) -> _Hint | None:
+def _websockets(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
     short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == "websockets"}
     if "ConnectionClosedOK" in short:
         return _NOT_A_FAULT
@@ -444,7 +459,7 @@ def _websockets(exc: BaseException, names: list[str]) -> _Hint | None:
     return _NOT_A_FAULT
 
 
-def _anyio(exc: BaseException, names: list[str]) -> _Hint | None:
+def _anyio(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
     short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == "anyio"}
     if "BrokenResourceError" in short or "EndOfStream" in short:
         return _Hint(Kind.CLOSED, None, None, weak=True)
@@ -504,7 +519,7 @@ def _pg_text(text: str, source: str) -> _Hint | None:
     return None
 
 
-def _postgres(exc: BaseException, names: list[str], source: str) -> _Hint | None:
+def _postgres(exc: BaseException, names: tuple[str, ...], source: str) -> _Hint | None:
     short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == _root(names[0])}
     if source == "psycopg_pool":
         if "PoolTimeout" in short:
@@ -556,10 +571,10 @@ _MYSQL: dict[int, tuple[Kind, Phase | None]] = {
 }
 
 
-def _mysql(exc: BaseException, names: list[str], source: str) -> _Hint | None:
+def _mysql(exc: BaseException, names: tuple[str, ...], source: str) -> _Hint | None:
     short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == _root(names[0])}
     code = getattr(exc, "errno", None)  # mysql-connector
-    args = getattr(exc, "args", ())
+    args: tuple[object, ...] = exc.args
     if not isinstance(code, int) and args and isinstance(args[0], int):
         code = args[0]  # PyMySQL / aiomysql: (code, message)
     text = str(getattr(exc, "msg", "") or (args[1] if len(args) > 1 else "") or exc)
@@ -583,7 +598,7 @@ def _mysql(exc: BaseException, names: list[str], source: str) -> _Hint | None:
     return _NOT_A_FAULT  # ProgrammingError, IntegrityError, deadlocks, lock wait timeouts…
 
 
-def _sqlalchemy(exc: BaseException, names: list[str]) -> _Hint | None:
+def _sqlalchemy(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
     short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == "sqlalchemy"}
     if "DisconnectionError" in short:
         return _Hint(Kind.CLOSED, None, "sqlalchemy", weak=True)
@@ -596,7 +611,7 @@ def _sqlalchemy(exc: BaseException, names: list[str]) -> _Hint | None:
     return _NOT_A_FAULT
 
 
-def _redis(exc: BaseException, names: list[str]) -> _Hint | None:
+def _redis(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
     short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == "redis"}
     src = "redis"
     if short & {"AuthenticationError", "AuthorizationError", "MaxConnectionsError"}:
@@ -618,7 +633,7 @@ def _redis(exc: BaseException, names: list[str]) -> _Hint | None:
     return _NOT_A_FAULT
 
 
-def _pymongo(exc: BaseException, names: list[str]) -> _Hint | None:
+def _pymongo(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
     short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == "pymongo"}
     src = "pymongo"
     labels = getattr(exc, "_error_labels", None)
@@ -722,9 +737,40 @@ def classify(exc: BaseException) -> Failure | None:
                 found = classifier(node)
                 if found is not None:
                     return found
-    if isinstance(exc, _STOP_TYPES) and not isinstance(exc, OSError):
-        if type(exc).__module__ == "builtins":
-            return None
+    plain = _plain_key(exc)
+    if plain is not None:
+        cached = _PLAIN_CACHE.get(plain)
+        if cached is not None:
+            return cached
+    elif (
+        isinstance(exc, _STOP_TYPES)
+        and not isinstance(exc, OSError)
+        and type(exc).__module__ == "builtins"
+    ):
+        return None
+    failure = _classify_chain(exc)
+    if plain is not None and failure is not None and len(_PLAIN_CACHE) < 256:
+        _PLAIN_CACHE[plain] = failure
+    return failure
+
+
+# A builtin OSError with an errno and nothing attached classifies the same every time, and
+# Failure is immutable: reuse it (building a frozen dataclass is most of the cost here).
+_PLAIN_CACHE: dict[tuple[type, int], Failure] = {}
+
+
+def _plain_key(exc: BaseException) -> tuple[type, int] | None:
+    if not isinstance(exc, OSError) or type(exc).__module__ != "builtins":
+        return None
+    code = exc.errno
+    if type(code) is not int or exc.__cause__ is not None or exc.__context__ is not None:
+        return None
+    if exc.__dict__:  # someone attached attributes (.orig, .reason …): take the full path
+        return None
+    return (type(exc), code)
+
+
+def _classify_chain(exc: BaseException) -> Failure | None:
     kind: Kind | None = None
     weak_kind: Kind | None = None
     phase: Phase | None = None
