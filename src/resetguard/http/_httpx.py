@@ -24,7 +24,7 @@ from .._exceptions import Rejected
 from .._retry import Retry
 from ._idle import IdleLimits
 from ._rules import HTTPPolicy, Progress, is_idempotent, parse_keep_alive
-from ._run import HttpRun, current
+from ._run import HttpRun, current, resolve_policy
 
 __all__ = [
     "BUFFER_EXTENSION",
@@ -47,20 +47,6 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 _monotonic = time.monotonic
-
-
-def _policy(policy: HTTPPolicy | None, retry: Retry | None) -> HTTPPolicy:
-    if policy is not None and retry is not None:
-        raise TypeError("pass either policy= or retry=, not both (HTTPPolicy(retry=...) holds both)")
-    if retry is not None:
-        if not isinstance(retry, Retry):
-            raise TypeError(f"retry must be a resetguard.Retry, got {retry!r}")
-        return HTTPPolicy(retry=retry)
-    if policy is None:
-        return HTTPPolicy()
-    if not isinstance(policy, HTTPPolicy):
-        raise TypeError(f"policy must be a resetguard.http.HTTPPolicy, got {policy!r}")
-    return policy
 
 
 def _limits(policy: HTTPPolicy, limits: httpx.Limits | None) -> httpx.Limits:
@@ -374,7 +360,7 @@ class _Base:
     idle_limits: IdleLimits
 
     def _setup(self, policy: HTTPPolicy | None, retry: Retry | None) -> None:
-        self._policy = _policy(policy, retry)
+        self._policy = resolve_policy(policy, retry)
         #: Per-origin idle limits (configured, server hints, learned); see ``snapshot()``.
         self.idle_limits = IdleLimits(self._policy.idle_timeout, learn=self._policy.learn_idle)
 

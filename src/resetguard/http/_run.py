@@ -20,11 +20,11 @@ from .._classify import Failure, Phase, classify
 from .._events import AttemptFailed, ConnectionEvent, GaveUp, RetryScheduled, RetrySucceeded
 from .._events import emit, hooks_active
 from .._exceptions import BudgetExhausted, ResetGuardError
-from .._retry import _HISTORY_ATTR, Attempt, _add_note
+from .._retry import _HISTORY_ATTR, Attempt, Retry, _add_note
 from ._rules import _STALE_KINDS as STALE_KINDS
 from ._rules import HTTPPolicy, Progress, Sent, decide, parse_retry_after
 
-__all__ = ["STALE_KINDS", "STALE_REPLAYS", "current", "HttpRun", "RetryableStatus", "outcome_unknown", "safe_url"]
+__all__ = ["STALE_KINDS", "STALE_REPLAYS", "current", "HttpRun", "RetryableStatus", "outcome_unknown", "resolve_policy", "safe_url"]
 
 _log = logging.getLogger("resetguard.http")
 
@@ -69,6 +69,21 @@ def outcome_unknown(exc: BaseException) -> bool:
         False
     """
     return bool(getattr(exc, _OUTCOME_ATTR, False))
+
+
+def resolve_policy(policy: HTTPPolicy | None, retry: Retry | None) -> HTTPPolicy:
+    """The policy from a transport's ``policy=`` / ``retry=`` arguments."""
+    if policy is not None and retry is not None:
+        raise TypeError("pass either policy= or retry=, not both (HTTPPolicy(retry=...) holds both)")
+    if retry is not None:
+        if not isinstance(retry, Retry):
+            raise TypeError(f"retry must be a resetguard.Retry, got {retry!r}")
+        return HTTPPolicy(retry=retry)
+    if policy is None:
+        return HTTPPolicy()
+    if not isinstance(policy, HTTPPolicy):
+        raise TypeError(f"policy must be a resetguard.http.HTTPPolicy, got {policy!r}")
+    return policy
 
 
 def safe_url(url: str) -> str:

@@ -1,0 +1,404 @@
+"""requests adapter: :class:`RetryAdapter` and :class:`Session`.
+
+urllib3's pools have no idle expiry at all (urllib3#3184). The adapter installs pool and
+connection subclasses that stamp each connection when it goes back to the pool and retire
+it, when it is taken out again, if it sat idle past its origin's limit or is older than
+``max_age`` (no background thread). The same subclasses record, per attempt, whether the
+connection was reused, how many bytes went out and whether the response head arrived, so
+the retry decision is exact rather than a guess from the exception.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from .._events import ConnectionEvent, emit, hooks_active
+from .._exceptions import Rejected
+from .._retry import Retry
+from ._idle import IdleLimits
+from ._rules import HTTPPolicy, Progress, is_idempotent, parse_keep_alive
+from ._run import HttpRun, current, resolve_policy
+
+__all__ = ["DEFAULT_TIMEOUT", "RetryAdapter", "Session"]
+
+#: (connect, read) seconds: requests has no timeout by default, so a dead peer can hang a
+#: call forever. 5 s to connect, 30 s per read (the playbook's request timeout).
+DEFAULT_TIMEOUT = (5.0, 30.0)
+
+_monotonic = time.monotonic
+
+
+class _TrackedConnection:
+    """Mixin for urllib3 connections: reuse, idle age, bytes out, response head in."""
+
+    _rg_last_used: float | None
+    _rg_created: float
+    _rg_uses: int
+    _rg_in_pool: bool
+    _rg_dropped: float | None
+    _rg_origin: str
+    sock: Any
+
+    def _rg_init(self) -> None:
+        self._rg_last_used = None
+        self._rg_created = _monotonic()
+        self._rg_uses = 0
+        self._rg_in_pool = False
+        self._rg_dropped = None
+        self._rg_origin = ""
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self._rg_created = _monotonic()
+        if hooks_active():
+            emit(ConnectionEvent(name="requests", action="opened", peer=self._rg_origin))
+
+    def close(self) -> None:
+        if self._rg_in_pool and self.sock is not None and self._rg_last_used is not None:
+            # urllib3 found it dropped while idle (or the pool is closing)
+            self._rg_dropped = _monotonic() - self._rg_last_used
+        super().close()  # type: ignore[misc]
+        self._rg_uses = 0  # the object lives on in the pool; its next socket is a new one
+
+    def send(self, data: Any) -> None:
+        progress = current.get()
+        if progress is not None and not progress.connected:
+            self._rg_bind(progress)
+        had_socket = self.sock is not None
+        try:
+            super().send(data)  # type: ignore[misc]
+        except BaseException:
+            if progress is not None and (had_socket or self.sock is not None):
+                progress.send_failed = True
+            raise
+        if progress is not None:
+            progress.bytes_sent += len(data) if isinstance(data, bytes | bytearray) else 1
+
+    def getresponse(self) -> Any:
+        progress = current.get()
+        if progress is not None:
+            progress.write_done = True
+        response = super().getresponse()  # type: ignore[misc]
+        if progress is not None:
+            progress.received = True
+        return response
+
+    def _rg_bind(self, progress: Progress) -> None:
+        progress.connected = True
+        progress.received = False
+        progress.peer = self._rg_origin
+        reused = self.sock is not None and self._rg_uses > 0
+        progress.reused = reused
+        if reused and self._rg_last_used is not None:
+            progress.idle_age = _monotonic() - self._rg_last_used
+            if hooks_active():
+                emit(
+                    ConnectionEvent(
+                        name="requests",
+                        action="reused",
+                        peer=self._rg_origin,
+                        idle_age=progress.idle_age,
+                    )
+                )
+        self._rg_uses += 1
+
+
+class _Connection(_TrackedConnection, HTTPConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rg_init()
+
+
+class _SecureConnection(_TrackedConnection, HTTPSConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rg_init()
+
+
+class _ExpiringPool:
+    """Mixin for urllib3 pools: idle expiry and max age, checked when a connection is taken."""
+
+    _rg_limits: IdleLimits
+    _rg_max_age: float | None
+    host: str
+    port: int | None
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        origin = f"{self.host}:{self.port}"
+        conn._rg_origin = origin
+        conn._rg_in_pool = False
+        dropped = conn._rg_dropped
+        if dropped is not None:
+            conn._rg_dropped = None
+            if conn._rg_uses:
+                self._rg_limits.closed(origin, dropped)
+                if hooks_active():
+                    emit(
+                        ConnectionEvent(
+                            name="requests", action="closed", peer=origin, idle_age=dropped
+                        )
+                    )
+        elif conn.sock is not None and conn._rg_last_used is not None:
+            now = _monotonic()
+            idle = now - conn._rg_last_used
+            limit = self._rg_limits.limit(origin)
+            max_age = self._rg_max_age
+            if (limit is not None and idle > limit) or (
+                max_age is not None and now - conn._rg_created > max_age
+            ):
+                conn.close()
+                if hooks_active():
+                    emit(
+                        ConnectionEvent(name="requests", action="expired", peer=origin, idle_age=idle)
+                    )
+        return conn
+
+    def _put_conn(self, conn: Any) -> None:
+        if conn is not None:
+            conn._rg_last_used = _monotonic()
+            conn._rg_in_pool = True
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class _Pool(_ExpiringPool, HTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _SecurePool(_ExpiringPool, HTTPSConnectionPool):
+    ConnectionCls = _SecureConnection
+
+
+class _OnceIterable:
+    """A streamed request body: remembers whether sending it has started."""
+
+    def __init__(self, inner: Iterable[bytes]) -> None:
+        self._inner = inner
+        self.started = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.started = True
+        yield from self._inner
+
+
+class _Body:
+    """Whether and how the request body can be sent again."""
+
+    __slots__ = ("_file", "_position", "_stream")
+
+    def __init__(self, request: requests.PreparedRequest) -> None:
+        self._file: Any = None
+        self._position = 0
+        self._stream: _OnceIterable | None = None
+        body: Any = request.body
+        if body is None or isinstance(body, bytes | str):
+            return
+        if hasattr(body, "read"):
+            try:
+                self._position = body.tell()
+                self._file = body
+            except (AttributeError, OSError):
+                self._stream = _OnceIterable(iter(lambda: body.read(65536), b""))
+                request.body = self._stream  # type: ignore[assignment]
+            return
+        self._stream = _OnceIterable(body)
+        request.body = self._stream  # type: ignore[assignment]
+
+    def replayable(self) -> bool:
+        return self._stream is None or not self._stream.started
+
+    def rewind(self) -> bool:
+        if self._file is None:
+            return True
+        try:
+            self._file.seek(self._position)
+        except (AttributeError, OSError):
+            return False
+        return True
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"
+
+
+class RetryAdapter(HTTPAdapter):
+    """A requests ``HTTPAdapter`` that retries when it is safe and expires idle connections.
+
+    Args:
+        policy: the :class:`HTTPPolicy` (default ``HTTPPolicy()``).
+        retry: shorthand for ``policy=HTTPPolicy(retry=retry)``.
+        pool_connections, pool_maxsize, pool_block: as for ``HTTPAdapter``.
+
+    urllib3's own retries are off (``max_retries=0``): the adapter decides.
+
+    Example::
+
+        import requests
+        from resetguard.http import RetryAdapter
+
+        session = requests.Session()
+        session.mount("https://", RetryAdapter())
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: HTTPPolicy | None = None,
+        retry: Retry | None = None,
+        pool_connections: int = 10,
+        pool_maxsize: int = 10,
+        pool_block: bool = False,
+    ) -> None:
+        self._policy = resolve_policy(policy, retry)
+        #: Per-origin idle limits (configured, server hints, learned).
+        self.idle_limits = IdleLimits(self._policy.idle_timeout, learn=self._policy.learn_idle)
+        super().__init__(
+            pool_connections=pool_connections,
+            pool_maxsize=pool_maxsize,
+            max_retries=0,
+            pool_block=pool_block,
+        )
+
+    @property
+    def policy(self) -> HTTPPolicy:
+        """The :class:`HTTPPolicy` in force."""
+        return self._policy
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        extra = {"_rg_limits": self.idle_limits, "_rg_max_age": self._policy.max_age}
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": type("ResetGuardHTTPPool", (_Pool,), extra),
+            "https": type("ResetGuardHTTPSPool", (_SecurePool,), extra),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._policy = state.get("_policy") or HTTPPolicy()
+        self.idle_limits = IdleLimits(self._policy.idle_timeout, learn=self._policy.learn_idle)
+        super().__setstate__(state)
+
+    def send(  # type: ignore[override]
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: bool | str = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        policy = self._policy
+        retry = policy.retry
+        method = request.method or "GET"
+        idempotent = is_idempotent(method, request.headers, policy)
+        body = _Body(request)
+        breaker, budget = retry.breaker, retry.budget
+        if budget is not None:
+            budget._deposit()
+        url = request.url or ""
+        origin = _origin(url)
+        run: HttpRun | None = None
+        ticket, t0 = 0, 0.0
+        buffered = not stream
+        while True:
+            if breaker is not None:
+                try:
+                    ticket = breaker._acquire()
+                except Rejected:
+                    if run is None or not run.history:
+                        raise
+                    last = run.rejected()
+                    break
+                t0 = breaker._clock()
+            progress = Progress()
+            token = current.set(progress)
+            try:
+                response = super().send(
+                    request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+                )
+                if buffered:
+                    response.content  # noqa: B018 - read in the loop: a reset mid-body is retried
+            except Exception as exc:
+                if breaker is not None:
+                    breaker._release(ticket, exc, breaker._clock() - t0)
+                if run is None:
+                    run = HttpRun(policy, method, url, idempotent=idempotent)
+                delay = run.failed(
+                    exc, progress, replayable=body.replayable() and body.rewind(), buffered=buffered
+                )
+                if run.stale_close and progress.idle_age is not None:
+                    self.idle_limits.closed(origin, progress.idle_age)
+                if delay is None:
+                    raise
+                if delay > 0:
+                    (retry.sleep or time.sleep)(delay)
+                continue
+            finally:
+                current.reset(token)
+            if breaker is not None:
+                breaker._release(ticket, None, breaker._clock() - t0)
+            keep_alive = response.headers.get("Keep-Alive")
+            if keep_alive is not None:
+                seconds = parse_keep_alive(keep_alive)
+                if seconds is not None:
+                    self.idle_limits.hint(origin, seconds)
+            if progress.reused and progress.idle_age is not None:
+                self.idle_limits.alive(origin, progress.idle_age)
+            if idempotent and response.status_code in policy.status_codes:
+                if run is None:
+                    run = HttpRun(policy, method, url, idempotent=idempotent)
+                delay = run.status(response.status_code, response.headers.get("Retry-After"))
+                if delay is not None and body.replayable() and body.rewind():
+                    response.close()
+                    if delay > 0:
+                        (retry.sleep or time.sleep)(delay)
+                    continue
+            if run is not None and run.history:
+                run.succeeded()
+            return response
+        raise last
+
+
+class Session(requests.Session):
+    """A ``requests.Session`` with :class:`RetryAdapter` mounted for http and https.
+
+    ``timeout`` (default :data:`DEFAULT_TIMEOUT`) applies to calls that pass none; set it
+    to ``None`` for requests' own "wait forever".
+
+    Example::
+
+        from resetguard.http import Session
+
+        with Session() as session:
+            session.get("https://example.org/").raise_for_status()
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: HTTPPolicy | None = None,
+        retry: Retry | None = None,
+        timeout: Any = DEFAULT_TIMEOUT,
+        **adapter_options: Any,
+    ) -> None:
+        super().__init__()
+        self.timeout = timeout
+        self.retry_adapter = RetryAdapter(policy=policy, retry=retry, **adapter_options)
+        self.mount("http://", self.retry_adapter)
+        self.mount("https://", self.retry_adapter)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout
+        return super().send(request, **kwargs)
