@@ -244,7 +244,7 @@ def server_tls(tls_cert: tuple[str, str]) -> ssl.SSLContext:
 def check_schema(value: object, schema: dict[str, Any], path: str = "$") -> list[str]:
     """Errors of ``value`` against the subset of JSON Schema that JSON_SCHEMA uses."""
     errors: list[str] = []
-    types = {
+    types: dict[str, type | tuple[type, ...]] = {
         "object": dict,
         "array": list,
         "string": str,

@@ -49,6 +49,8 @@ def test_every_finding_id_is_documented_and_vice_versa() -> None:
     emitted |= {"slow-connect", "slow-tls"}
     assert 'id=f"slow-{key[:-2]}"' in source  # the two ids above come from this line
     text = DOC.read_text()
-    section = text[text.index("## Findings and their fixes") : text.index("## Recommended settings")]
+    section = text[
+        text.index("## Findings and their fixes") : text.index("## Recommended settings")
+    ]
     documented = set(re.findall(r"^\| `([a-z0-9-]+)` \|", section, flags=re.M))
     assert emitted == documented, (emitted - documented, documented - emitted)

@@ -51,7 +51,8 @@ def test_idle_close_with_fin_is_measured(http_server: Callable[..., object]) -> 
     assert wac["first_write"] == "ok"
     assert wac["then_read"] == "eof"
     assert wac["second_write"] in ("EPIPE", "ECONNRESET")
-    assert report.status == "problems" and report.exit_code == 1
+    assert report.status == "problems"
+    assert report.exit_code == 1
     httpx_rec = next(r for r in report.recommendations if r.client == "httpx")
     assert "keepalive_expiry=0.75" in httpx_rec.code
 
@@ -74,7 +75,8 @@ def test_server_that_never_closes_within_the_limit(http_server: Callable[..., ob
     assert report.idle_close is None
     assert "no-idle-close" in _ids(report)
     assert server.closes == []  # type: ignore[attr-defined]
-    assert report.status == "healthy" and report.exit_code == 0
+    assert report.status == "healthy"
+    assert report.exit_code == 0
     # Nothing closed within 0.6 s: no client default is known to be safe or unsafe.
     assert all(c.safe is None for c in report.client_defaults)
 
@@ -127,7 +129,8 @@ def test_keep_alive_promised_but_connection_dropped(http_server: Callable[..., o
 
 def test_refused_port_is_an_error_report(unused_port: int) -> None:
     report = diagnose(f"http://127.0.0.1:{unused_port}/", idle_limit=1, timeout=2)
-    assert report.status == "error" and report.exit_code == 2
+    assert report.status == "error"
+    assert report.exit_code == 2
     finding = _finding(report, "connect-failed")
     assert "ECONNREFUSED" in finding.detail
 

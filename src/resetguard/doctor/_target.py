@@ -30,7 +30,7 @@ _SCHEMES: dict[str, tuple[TargetKind, int]] = {
 
 # user:password@ in any URL-like string; also key=value passwords in libpq-style DSNs.
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^@/\s?#]*)@")
-_KV_PASSWORD = re.compile(r"(?i)\b(password|passwd|pwd)\s*=\s*('[^']*'|\S+)")
+_KV_PASSWORD = re.compile(r"(?i)(?<![?&])\b(password|passwd|pwd)\s*=\s*('[^']*'|[^\s&#]+)")
 _QUERY_PASSWORD = re.compile(r"(?i)([?&](?:password|passwd|pwd)=)[^&#\s]*")
 
 
@@ -73,10 +73,10 @@ class Target:
     host: str
     port: int
     path: str = "/"
-    username: str | None = None
+    username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
     database: str | None = None
-    query: tuple[tuple[str, str], ...] = ()
+    query: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     raw: str = field(repr=False)
     display: str
 
