@@ -177,7 +177,10 @@ def test_http_snippets_are_valid_for_the_installed_clients() -> None:
     namespace = {}
     exec(codes["aiohttp"], namespace)
     asyncio.run(namespace["main"]())
-    assert "idle_timeout=2" in codes["requests"]
+    namespace = {}
+    exec(codes["requests"], namespace)
+    assert namespace["session"].retry_adapter.policy.idle_timeout == 2.0
+    namespace["session"].close()
 
 
 def test_stream_progress_plain_and_live() -> None:

@@ -591,12 +591,14 @@ def _http_recommendations(
         ),
         Recommendation(
             client="requests",
-            summary=f"resetguard.http.Session(idle_timeout={e}) (urllib3 has no idle expiry)",
+            summary=f"resetguard.http.Session with HTTPPolicy(idle_timeout={e})",
             code=(
                 "import resetguard.http\n\n"
                 f"{why}\n"
                 "# urllib3's pool never expires idle connections; resetguard's Session does.\n"
-                f"session = resetguard.http.Session(idle_timeout={e})\n"
+                "session = resetguard.http.Session(\n"
+                f"    policy=resetguard.http.HTTPPolicy(idle_timeout={e})\n"
+                ")\n"
             ),
         ),
         Recommendation(
