@@ -245,8 +245,9 @@ def decide(
     """
     if failure is None or not retryable:
         return _GIVE_UP["not_retryable"]
-    nothing_sent = sent is Sent.NOTHING or (
-        sent is Sent.UNKNOWN and failure.phase is Phase.CONNECT
+    # A response byte proves the request went out, whatever the write counters say.
+    nothing_sent = received is not True and (
+        sent is Sent.NOTHING or (sent is Sent.UNKNOWN and failure.phase is Phase.CONNECT)
     )
     if nothing_sent:
         # A dead pooled connection found on the first write: the server is fine.
