@@ -102,4 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    # Under `python -m resetguard.cli` this file runs as __main__, a second copy of the
+    # module: call the real one so sub-commands' UsageError is the class main() catches.
+    from resetguard.cli import main as _main
+
+    raise SystemExit(_main())
