@@ -45,8 +45,18 @@ from ._exceptions import (
     Rejected,
     ResetGuardError,
 )
+from ._monitor import (
+    EndpointCounts,
+    HistogramSnapshot,
+    Monitor,
+    MonitorReport,
+    OutcomeCounts,
+    Reporter,
+)
 from ._pipeline import Pipeline
 from ._retry import DEFAULT_KINDS, Attempt, Retry, history
+
+from . import trace  # noqa: E402  (after the core: RESETGUARD_TRACE=1 takes effect on import)
 
 __version__ = "0.1.0.dev0"
 
@@ -68,15 +78,21 @@ __all__ = [
     "ClientDisconnected",
     "ConnectionEvent",
     "DEFAULT_KINDS",
+    "EndpointCounts",
     "Event",
     "Failure",
     "GaveUp",
+    "HistogramSnapshot",
     "Hook",
     "Kind",
+    "Monitor",
+    "MonitorReport",
+    "OutcomeCounts",
     "OutcomeUnknown",
     "Phase",
     "Pipeline",
     "Rejected",
+    "Reporter",
     "ResetGuardError",
     "Retry",
     "RetryBudget",
@@ -91,5 +107,6 @@ __all__ = [
     "remove_hook",
     "retry",
     "retrying",
+    "trace",
     "unregister_classifier",
 ]
