@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+from . import trace
 from ._api import AttemptContext, acall, call, retry, retrying
 from ._backoff import Backoff
 from ._breaker import BreakerPolicy, BreakerStatistics, CircuitBreaker, CircuitState
@@ -55,8 +56,6 @@ from ._monitor import (
 )
 from ._pipeline import Pipeline
 from ._retry import DEFAULT_KINDS, Attempt, Retry, history
-
-from . import trace  # noqa: E402  (after the core: RESETGUARD_TRACE=1 takes effect on import)
 
 __version__ = "0.1.0.dev0"
 
