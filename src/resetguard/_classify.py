@@ -242,6 +242,22 @@ def _names(exc: BaseException) -> tuple[str, ...]:
     return names
 
 
+_SHORT: dict[tuple[tuple[str, ...], tuple[str, ...]], frozenset[str]] = {}
+
+
+def _short(names: tuple[str, ...], *roots: str) -> frozenset[str]:
+    """Class names (no module) along the MRO whose package is one of ``roots`` (default:
+    the package of the exception's own class); cached per type, as the names are."""
+    key = (names, roots)
+    found = _SHORT.get(key)
+    if found is None:
+        wanted = roots or (_root(names[0]),)
+        found = frozenset(n.rsplit(".", 1)[-1] for n in names if _root(n) in wanted)
+        if len(_SHORT) < 2048:
+            _SHORT[key] = found
+    return found
+
+
 def _root(qualname: str) -> str:
     return qualname.split(".", 1)[0]
 
@@ -347,7 +363,7 @@ def _stdlib(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
 
 
 def _httpx(exc: BaseException, names: tuple[str, ...], source: str) -> _Hint | None:
-    short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == _root(names[0])}
+    short = _short(names)
     if "ConnectTimeout" in short:
         return _Hint(Kind.TIMEOUT, Phase.CONNECT, source)
     if "PoolTimeout" in short:
@@ -381,7 +397,7 @@ def _httpx(exc: BaseException, names: tuple[str, ...], source: str) -> _Hint | N
 
 
 def _urllib3_requests(exc: BaseException, names: tuple[str, ...], source: str) -> _Hint | None:
-    short = {n.rsplit(".", 1)[-1] for n in names if _root(n) in ("urllib3", "requests")}
+    short = _short(names, "urllib3", "requests")
     if "NameResolutionError" in short:
         return _Hint(Kind.DNS, Phase.CONNECT, source)
     if "ConnectTimeout" in short or (
@@ -410,7 +426,7 @@ def _urllib3_requests(exc: BaseException, names: tuple[str, ...], source: str) -
 
 
 def _aiohttp(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
-    short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == "aiohttp"}
+    short = _short(names, "aiohttp")
     src = "aiohttp"
     if "ClientConnectorCertificateError" in short or "ClientConnectorSSLError" in short:
         return _Hint(Kind.TLS, Phase.CONNECT, src)
@@ -449,7 +465,7 @@ def _aiohttp(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
 
 
 def _websockets(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
-    short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == "websockets"}
+    short = _short(names, "websockets")
     if "ConnectionClosedOK" in short:
         return _NOT_A_FAULT
     if "ConnectionClosedError" in short or "ConnectionClosed" in short:
@@ -460,7 +476,7 @@ def _websockets(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
 
 
 def _anyio(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
-    short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == "anyio"}
+    short = _short(names, "anyio")
     if "BrokenResourceError" in short or "EndOfStream" in short:
         return _Hint(Kind.CLOSED, None, None, weak=True)
     return None
@@ -520,7 +536,7 @@ def _pg_text(text: str, source: str) -> _Hint | None:
 
 
 def _postgres(exc: BaseException, names: tuple[str, ...], source: str) -> _Hint | None:
-    short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == _root(names[0])}
+    short = _short(names)
     if source == "psycopg_pool":
         if "PoolTimeout" in short:
             return _Hint(Kind.TIMEOUT, Phase.CONNECT, source, "pool")
@@ -572,7 +588,7 @@ _MYSQL: dict[int, tuple[Kind, Phase | None]] = {
 
 
 def _mysql(exc: BaseException, names: tuple[str, ...], source: str) -> _Hint | None:
-    short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == _root(names[0])}
+    short = _short(names)
     code = getattr(exc, "errno", None)  # mysql-connector
     args: tuple[object, ...] = exc.args
     if not isinstance(code, int) and args and isinstance(args[0], int):
@@ -599,7 +615,7 @@ def _mysql(exc: BaseException, names: tuple[str, ...], source: str) -> _Hint | N
 
 
 def _sqlalchemy(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
-    short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == "sqlalchemy"}
+    short = _short(names, "sqlalchemy")
     if "DisconnectionError" in short:
         return _Hint(Kind.CLOSED, None, "sqlalchemy", weak=True)
     if "TimeoutError" in short:  # QueuePool limit reached
@@ -612,7 +628,7 @@ def _sqlalchemy(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
 
 
 def _redis(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
-    short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == "redis"}
+    short = _short(names, "redis")
     src = "redis"
     if short & {"AuthenticationError", "AuthorizationError", "MaxConnectionsError"}:
         return _NOT_A_FAULT
@@ -634,7 +650,7 @@ def _redis(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
 
 
 def _pymongo(exc: BaseException, names: tuple[str, ...]) -> _Hint | None:
-    short = {n.rsplit(".", 1)[-1] for n in names if _root(n) == "pymongo"}
+    short = _short(names, "pymongo")
     src = "pymongo"
     labels = getattr(exc, "_error_labels", None)
     has_label = getattr(exc, "has_error_label", None)
@@ -804,9 +820,11 @@ def _classify_chain(exc: BaseException) -> Failure | None:
                     code = hint.code
     if not recognised:
         return None
-    if errno is None:
+    if errno is None and kind is None:
+        # Last resort, for a generic kind only: an errno quoted in the outermost message.
+        # Not always: str() of some wrappers is costly (SQLAlchemy renders SQL and a link).
         errno = _errno_from_text(str(exc))
-        if errno is not None and errno in _ERRNO_KIND and kind is None:
+        if errno is not None and errno in _ERRNO_KIND:
             kind = _ERRNO_KIND[errno]
     final = kind or weak_kind
     if final is None:

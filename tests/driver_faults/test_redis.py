@@ -27,7 +27,7 @@ pytestmark = pytest.mark.redis
 
 REDIS = ("127.0.0.1", 6379)
 IDLE_CLOSE = 0.3
-BLOCK_S = 1  # BLMOVE timeout: the "slow statement"
+BLOCK_S = 0.5  # BLMOVE timeout in seconds: the "slow statement" (Redis >= 6 takes fractions)
 
 
 class Case:
