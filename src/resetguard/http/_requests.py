@@ -139,14 +139,9 @@ class _ExpiringPool:
         dropped = conn._rg_dropped
         if dropped is not None:
             conn._rg_dropped = None
-            if conn._rg_uses:
-                self._rg_limits.closed(origin, dropped)
-                if hooks_active():
-                    emit(
-                        ConnectionEvent(
-                            name="requests", action="closed", peer=origin, idle_age=dropped
-                        )
-                    )
+            self._rg_limits.closed(origin, dropped)
+            if hooks_active():
+                emit(ConnectionEvent(name="requests", action="closed", peer=origin, idle_age=dropped))
         elif conn.sock is not None and conn._rg_last_used is not None:
             now = _monotonic()
             idle = now - conn._rg_last_used
