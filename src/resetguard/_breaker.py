@@ -193,11 +193,14 @@ class BreakerPolicy:
     def open_period(self, trip: int, random: Callable[[], float]) -> float:
         """Seconds the breaker stays open after its ``trip``-th consecutive trip (1-based)."""
         period = self.open_duration
-        if trip > 1 and self.open_duration_multiplier > 1:
-            # Compare exponents, not powers, so a long outage cannot overflow the float.
-            growth = (trip - 1) * math.log(self.open_duration_multiplier)
-            ceiling = math.log(self.open_duration_max / self.open_duration)
-            period = self.open_duration_max if growth >= ceiling else period * math.exp(growth)
+        multiplier = self.open_duration_multiplier
+        if trip > 1 and multiplier > 1:
+            ceiling = self.open_duration_max
+            # Past the cap, skip the power: a long outage would overflow it.
+            if (trip - 1) * math.log(multiplier) >= math.log(ceiling / period):
+                period = ceiling
+            else:
+                period = min(ceiling, period * multiplier ** (trip - 1))
         if self.jitter:
             period *= 1.0 - self.jitter * random()
         return period
