@@ -199,7 +199,7 @@ def check_record(record: Record, exc: BaseException | None) -> Failure | None:
         assert failure.code == code, f"{rid}: code {failure.code!r}, expected {code!r}"
     if record.get("errno") is not None:
         assert failure.errno == record["errno"], f"{rid}: errno {failure.errno}, {failure}"
-        assert _errno.errorcode[failure.errno] == record["errno_name"]
+        assert _errno.errorcode[record["errno"]] == record["errno_name"]
     assert failure.exc_type == type_name(exc)
     if os.environ.get("RESETGUARD_CLASSIFY_LOG"):  # to regenerate docs/classify.md's table
         with open(os.environ["RESETGUARD_CLASSIFY_LOG"], "a") as log:

@@ -155,7 +155,7 @@ class RedisAdmin:
         ids = self.ids(name)
         assert ids, f"no Redis client named {name} to kill"
         for client_id in ids:
-            self.client.execute_command("CLIENT", "KILL", "ID", client_id)
+            self.client.execute_command("CLIENT", "KILL", "ID", client_id)  # type: ignore[no-untyped-call]
         wait_until(lambda: not self.ids(name), timeout=3.0, what=f"{name} clients gone")
         return len(ids)
 

@@ -136,7 +136,7 @@ def sync_scenario(case: Case) -> BaseException | None:
         thread = threading.Thread(target=side, daemon=True)
         thread.start()
         try:
-            client.blmove(case.key, case.key + ":dst", BLOCK_S, "LEFT", "RIGHT")
+            client.blmove(case.key, case.key + ":dst", BLOCK_S, "LEFT", "RIGHT")  # type: ignore[arg-type]
         except Exception as exc:
             return exc
         finally:
@@ -182,7 +182,7 @@ def async_scenario(case: Case, loop: LoopThread) -> BaseException | None:
                 return None
             side = asyncio.ensure_future(asyncio.to_thread(_in_flight_fault(case)))
             try:
-                await client.blmove(case.key, case.key + ":dst", BLOCK_S, "LEFT", "RIGHT")
+                await client.blmove(case.key, case.key + ":dst", BLOCK_S, "LEFT", "RIGHT")  # type: ignore[arg-type]
             except Exception as exc:
                 return exc
             finally:
