@@ -21,6 +21,7 @@ by RST with ``idle_rst``), ``read_delay`` (requests are seen that much later: th
 from __future__ import annotations
 
 import collections
+import contextlib
 import random
 import select
 import socket
@@ -35,10 +36,8 @@ _LINGER_RST = struct.pack("ii", 1, 0)
 
 
 def _rst(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-    except OSError:
-        pass
     sock.close()
 
 
@@ -134,10 +133,8 @@ class FaultServer:
 
     @staticmethod
     def _shutdown(sock: socket.socket) -> None:
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def restart(self, downtime: float) -> None:
         """Stop (resetting every connection), stay down ``downtime`` s, listen again."""
@@ -220,10 +217,8 @@ class FaultServer:
         except OSError:
             with self._lock:
                 self._socks.discard(sock)
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass
 
     def _wait_request(self, sock: socket.socket, last: float, partial: bool) -> bool:
         """Wait for request bytes; apply the idle close. False when the connection is gone."""
@@ -347,9 +342,7 @@ class FaultServer:
                 self._send(sock, 200, b"ok")
         elif path == "/midbody":
             if n <= times:
-                sock.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000
-                )
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
                 time.sleep(0.01)
                 self._close(sock, rst=True)
                 return False

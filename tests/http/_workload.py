@@ -66,7 +66,7 @@ def run(
         try:
             send(method, path, headers, body)
             out.add(method, rid, None)
-        except Exception as exc:  # noqa: BLE001 - every error is counted
+        except Exception as exc:
             out.add(method, rid, exc)
         if pause:
             time.sleep(pause)
@@ -93,7 +93,7 @@ async def arun(
         try:
             await send(method, path, headers, body)
             out.add(method, rid, None)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             out.add(method, rid, exc)
         if pause:
             await asyncio.sleep(pause)

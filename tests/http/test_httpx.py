@@ -83,7 +83,8 @@ def test_plain_httpx_surfaces_the_race():
     """The baseline: the same workload through a plain client does surface errors."""
     with FaultServer(**RACE) as srv, httpx.Client() as c:
         out = run(_sender(c, srv.url), n=16, gap=GAP, methods=("GET",))
-    assert srv.race_hits >= 2 and out.count("GET") >= 1
+    assert srv.race_hits >= 2
+    assert out.count("GET") >= 1
 
 
 def test_learned_idle_limit_stops_the_race():
@@ -94,7 +95,8 @@ def test_learned_idle_limit_stops_the_race():
         out = run(_sender(c, srv.url), n=10, gap=(0.08, 0.1), methods=("GET",))
     assert hits >= 1
     (origin,) = learned
-    assert origin.learned is not None and origin.learned < 0.1
+    assert origin.learned is not None
+    assert origin.learned < 0.1
     assert srv.race_hits == hits, "the race kept happening after the limit was learned"
     assert out.count("GET") == 0
 
@@ -140,24 +142,32 @@ def test_rst_before_response_on_a_share_of_requests():
 def test_rst_before_response_post_with_idempotency_key_is_retried():
     fake = FakeTime()
     with FaultServer() as srv, Client(policy=_fake_policy(fake)) as c:
-        r = c.post(srv.url + "/rst", headers={"Idempotency-Key": "k", "X-Req-Id": "a"}, content=b"1")
+        r = c.post(
+            srv.url + "/rst", headers={"Idempotency-Key": "k", "X-Req-Id": "a"}, content=b"1"
+        )
         with pytest.raises(httpx.TransportError) as info:
             c.post(srv.url + "/rst", headers={"X-Req-Id": "b"}, content=b"1")
-    assert r.status_code == 200 and srv.executions["a"] == 2
-    assert srv.executions["b"] == 1 and outcome_unknown(info.value)
+    assert r.status_code == 200
+    assert srv.executions["a"] == 2
+    assert srv.executions["b"] == 1
+    assert outcome_unknown(info.value)
 
 
 def test_reset_mid_body_is_retried_when_the_body_is_read_in_full():
     fake = FakeTime()
     with FaultServer() as srv, Client(policy=_fake_policy(fake)) as c:
         r = c.get(srv.url + "/midbody", headers={"X-Req-Id": "g"})
-        assert len(r.content) == 100000 and srv.executions["g"] == 2
+        assert len(r.content) == 100000
+        assert srv.executions["g"] == 2
         with pytest.raises(httpx.TransportError) as info:
             c.post(srv.url + "/midbody", headers={"X-Req-Id": "p"}, content=b"x")
-        assert outcome_unknown(info.value) and srv.executions["p"] == 1
-        with c.stream("GET", srv.url + "/midbody", headers={"X-Req-Id": "s"}) as r:
-            with pytest.raises(httpx.TransportError):
-                r.read()
+        assert outcome_unknown(info.value)
+        assert srv.executions["p"] == 1
+        with (
+            c.stream("GET", srv.url + "/midbody", headers={"X-Req-Id": "s"}) as r,
+            pytest.raises(httpx.TransportError),
+        ):
+            r.read()
         assert srv.executions["s"] == 1  # a streamed body is the caller's: never replayed
     assert len(fake.sleeps) == 1  # backoff only before the mid-body retry
 
@@ -171,13 +181,13 @@ def test_async_reset_mid_body_is_retried():
 
     with FaultServer() as srv:
         r = asyncio.run(main())
-    assert len(r.content) == 100000 and srv.executions["g"] == 2
+    assert len(r.content) == 100000
+    assert srv.executions["g"] == 2
 
 
 def test_plain_httpx_surfaces_mid_body_reset():
-    with FaultServer() as srv, httpx.Client() as c:
-        with pytest.raises(httpx.TransportError):
-            c.get(srv.url + "/midbody")
+    with FaultServer() as srv, httpx.Client() as c, pytest.raises(httpx.TransportError):
+        c.get(srv.url + "/midbody")
 
 
 def test_server_restart_mid_run():
@@ -197,11 +207,11 @@ def test_server_restart_mid_run():
 
 def test_connection_refused_is_retried_then_surfaces(unused_port):
     fake = FakeTime()
-    with Client(policy=_fake_policy(fake)) as c:
-        with pytest.raises(httpx.ConnectError) as info:
-            c.post(f"http://127.0.0.1:{unused_port}/x", content=b"1")
+    with Client(policy=_fake_policy(fake)) as c, pytest.raises(httpx.ConnectError) as info:
+        c.post(f"http://127.0.0.1:{unused_port}/x", content=b"1")
     attempts = resetguard.history(info.value)
-    assert len(attempts) == 3 and len(fake.sleeps) == 2  # nothing sent: even a POST retries
+    assert len(attempts) == 3
+    assert len(fake.sleeps) == 2
     assert attempts[0].failure.kind is Kind.REFUSED
     assert not outcome_unknown(info.value)
 
@@ -219,7 +229,8 @@ def test_total_outage_with_breaker_fails_fast(unused_port):
                 rejected += 1
             except httpx.ConnectError:
                 surfaced += 1
-    assert surfaced == 1 and rejected == 9
+    assert surfaced == 1
+    assert rejected == 9
     assert len(fake.sleeps) == 2  # only the first request paid the retry schedule
 
 
@@ -237,17 +248,25 @@ def test_retry_after_honoured_and_clamped():
     fake = FakeTime()
     with FaultServer() as srv, Client(policy=_fake_policy(fake, retry={"deadline": 4})) as c:
         r = c.get(srv.url + "/status?code=503&retry_after=2&times=1", headers={"X-Req-Id": "a"})
-        assert r.status_code == 200 and fake.sleeps == [2.0]
+        assert r.status_code == 200
+        assert fake.sleeps == [2.0]
         r = c.get(srv.url + "/status?code=429&retry_after=60&times=1", headers={"X-Req-Id": "b"})
-        assert r.status_code == 200 and fake.sleeps[1] == 4.0  # clamped to the 4 s deadline
+        assert r.status_code == 200
+        assert fake.sleeps[1] == 4.0
         date = "Thu, 01 Jan 2099 00:00:00 GMT"
-        r = c.get(srv.url + f"/status?code=503&retry_after={date}&times=9", headers={"X-Req-Id": "c"})
+        r = c.get(
+            srv.url + f"/status?code=503&retry_after={date}&times=9", headers={"X-Req-Id": "c"}
+        )
         # waits out the deadline once, then hands the last response to the caller
-        assert r.status_code == 503 and fake.sleeps[2] == 4.0 and len(fake.sleeps) == 3
+        assert r.status_code == 503
+        assert fake.sleeps[2] == 4.0
+        assert len(fake.sleeps) == 3
         r = c.post(srv.url + "/status?code=503&retry_after=1&times=1", headers={"X-Req-Id": "d"})
         assert r.status_code == 503  # never for a POST
-    assert srv.executions["a"] == 2 and srv.executions["b"] == 2
-    assert srv.executions["c"] == 2 and srv.executions["d"] == 1
+    assert srv.executions["a"] == 2
+    assert srv.executions["b"] == 2
+    assert srv.executions["c"] == 2
+    assert srv.executions["d"] == 1
     assert srv.connections == 1  # responses were read and closed, the connection kept
 
 
@@ -264,7 +283,8 @@ def test_consumed_streaming_body_is_not_replayed():
         r = c.put(srv.url + "/rst", content=b"bytes", headers={"X-Req-Id": "bytes"})
     assert srv.executions["gen"] == 1
     assert "cannot be replayed" in "\n".join(info.value.__notes__)
-    assert r.status_code == 200 and srv.executions["bytes"] == 2
+    assert r.status_code == 200
+    assert srv.executions["bytes"] == 2
 
 
 def test_timeouts_are_classified_and_only_idempotent_ones_retried():
@@ -277,21 +297,24 @@ def test_timeouts_are_classified_and_only_idempotent_ones_retried():
             c.post(srv.url + "/slow?ms=300", headers={"X-Req-Id": "p"})
         time.sleep(0.35)  # let the server finish the slow handlers before counting
     assert resetguard.classify(get.value).kind is Kind.TIMEOUT
-    assert len(resetguard.history(get.value)) == 2 and srv.executions["g"] == 2
-    assert outcome_unknown(post.value) and srv.executions["p"] == 1
+    assert len(resetguard.history(get.value)) == 2
+    assert srv.executions["g"] == 2
+    assert outcome_unknown(post.value)
+    assert srv.executions["p"] == 1
 
 
 def test_transport_wraps_any_transport_and_plain_clients():
     fake = FakeTime()
     inner = httpx.HTTPTransport()
-    with FaultServer() as srv:
-        with httpx.Client(transport=RetryTransport(inner, policy=_fake_policy(fake))) as c:
-            r = c.get(srv.url + "/rst", headers={"X-Req-Id": "r"})
-            assert r.status_code == 200 and srv.executions["r"] == 2
-            # a plain httpx.Client reads the body outside the transport: not retried there
-            with pytest.raises(httpx.ReadError):
-                c.get(srv.url + "/midbody", headers={"X-Req-Id": "m"})
-            assert srv.executions["m"] == 1
+    transport = RetryTransport(inner, policy=_fake_policy(fake))
+    with FaultServer() as srv, httpx.Client(transport=transport) as c:
+        r = c.get(srv.url + "/rst", headers={"X-Req-Id": "r"})
+        assert r.status_code == 200
+        assert srv.executions["r"] == 2
+        # a plain httpx.Client reads the body outside the transport: not retried there
+        with pytest.raises(httpx.ReadError):
+            c.get(srv.url + "/midbody", headers={"X-Req-Id": "m"})
+        assert srv.executions["m"] == 1
     assert RetryTransport(inner).instrumented
     mock = httpx.MockTransport(lambda request: httpx.Response(200))
     assert not RetryTransport(mock).instrumented
@@ -299,9 +322,9 @@ def test_transport_wraps_any_transport_and_plain_clients():
         RetryTransport(policy=HTTPPolicy(), retry=Retry())
     with pytest.raises(TypeError, match="verify"):
         RetryTransport(inner, verify=False)
-    with pytest.raises(TypeError, match="httpx.BaseTransport"):
+    with pytest.raises(TypeError, match=r"httpx\.BaseTransport"):
         RetryTransport("nope")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="resetguard.Retry"):
+    with pytest.raises(TypeError, match=r"resetguard\.Retry"):
         Client(retry=3)  # type: ignore[arg-type]
     assert AsyncRetryTransport().instrumented
 

@@ -44,10 +44,13 @@ def test_learning_needs_consistent_observations():
     assert limits.limit("a:80") == pytest.approx(1.0 * LEARN_FACTOR)
     assert not limits.closed("a:80", 1.1)  # would not lower it
     (snap,) = limits.snapshot()
-    assert snap.origin == "a:80" and snap.observations == LEARN_AFTER + 1
-    assert snap.closed_min == 1.0 and snap.alive_max == 0.5
+    assert snap.origin == "a:80"
+    assert snap.observations == LEARN_AFTER + 1
+    assert snap.closed_min == 1.0
+    assert snap.alive_max == 0.5
     limits.forget("a:80")
-    assert limits.limit("a:80") == 4.0 and limits.snapshot() == []
+    assert limits.limit("a:80") == 4.0
+    assert limits.snapshot() == []
 
 
 def test_learning_can_be_off_and_origins_are_bounded():
@@ -105,7 +108,8 @@ def test_stale_replays_are_immediate_and_do_not_spend_attempts():
     assert run.failed(exc, _stale_progress(), replayable=True, buffered=True) is None
     attempts = resetguard.history(exc)
     assert len(attempts) == STALE_REPLAYS + 3
-    assert attempts[0].failure.reused is True and attempts[0].failure.kind is Kind.CLOSED
+    assert attempts[0].failure.reused is True
+    assert attempts[0].failure.kind is Kind.CLOSED
     assert "attempts exhausted" in "\n".join(exc.__notes__)
 
 
@@ -116,8 +120,10 @@ def test_post_on_stale_connection_gives_up_with_outcome_unknown():
     assert run.failed(exc, _stale_progress(), replayable=True, buffered=True) is None
     assert outcome_unknown(exc)
     note = "\n".join(exc.__notes__)
-    assert "outcome unknown" in note and "reused connection" in note
-    assert "pw" not in note and "key=1" not in note
+    assert "outcome unknown" in note
+    assert "reused connection" in note
+    assert "pw" not in note
+    assert "key=1" not in note
     assert not outcome_unknown(ValueError())
     opt_in = HttpRun(
         _policy(fake, retry_stale_non_idempotent=True), "POST", "http://h/x", idempotent=False
@@ -135,7 +141,9 @@ def test_fresh_connection_failures_back_off_and_respect_the_deadline():
     )
     assert run.failed(_closed(), _fresh_progress(), replayable=True, buffered=True) == 0.7
     fake.now += 0.7
-    assert run.failed(_closed(), _fresh_progress(), replayable=True, buffered=True) == pytest.approx(0.3)
+    assert run.failed(
+        _closed(), _fresh_progress(), replayable=True, buffered=True
+    ) == pytest.approx(0.3)
     fake.now += 0.3
     exc = _closed()
     assert run.failed(exc, _fresh_progress(), replayable=True, buffered=True) is None
@@ -151,7 +159,8 @@ def test_status_retry_after_is_honoured_and_clamped():
     fake.now += 3.0
     assert run.status(503, "1") is None  # deadline reached: the response goes to the caller
     assert [type(a.exception) for a in run.history] == [RetryableStatus] * 3
-    assert run.history[0].exception.status == 503 and run.history[1].exception.retry_after == 100
+    assert run.history[0].exception.status == 503
+    assert run.history[1].exception.retry_after == 100
 
 
 def test_status_without_retry_after_uses_backoff_and_attempts():
@@ -169,7 +178,9 @@ def test_budget_refuses_and_can_raise():
     exc = _closed()
     assert run.failed(exc, _fresh_progress(), replayable=True, buffered=True) is None
     assert "retry budget exhausted" in "\n".join(exc.__notes__)
-    loud = RetryBudget("loud", ratio=0.1, min_per_second=0, raise_on_exhausted=True, clock=fake.clock)
+    loud = RetryBudget(
+        "loud", ratio=0.1, min_per_second=0, raise_on_exhausted=True, clock=fake.clock
+    )
     run = HttpRun(_policy(fake, retry={"budget": loud}), "GET", "http://h/", idempotent=True)
     with pytest.raises(resetguard.BudgetExhausted):
         run.failed(_closed(), _fresh_progress(), replayable=True, buffered=True)
@@ -188,7 +199,9 @@ def test_events_are_emitted():
     names = [type(e).__name__ for e in seen]
     assert names == ["AttemptFailed", "ConnectionEvent", "RetryScheduled", "RetrySucceeded"]
     conn = seen[1]
-    assert conn.action == "failed" and conn.idle_age == 3.9 and conn.failure.reused is True
+    assert conn.action == "failed"
+    assert conn.idle_age == 3.9
+    assert conn.failure.reused is True
 
 
 def test_safe_url():

@@ -41,21 +41,27 @@ def _sender(session: requests.Session, base: str):
 @pytest.mark.parametrize("rst", [False, True], ids=["fin", "rst"])
 @pytest.mark.parametrize("key", [False, True], ids=["post", "post-with-key"])
 def test_keepalive_race(rst, key):
-    with FaultServer(**RACE, idle_rst=rst) as srv, Session(policy=HTTPPolicy(learn_idle=False)) as s:
+    with (
+        FaultServer(**RACE, idle_rst=rst) as srv,
+        Session(policy=HTTPPolicy(learn_idle=False)) as s,
+    ):
         out = run(_sender(s, srv.url), n=16, gap=GAP, key=key)
     assert srv.race_hits >= 2, "the race never fired: the test proves nothing"
     assert out.count("GET") == 0, out.errors.get("GET")
-    assert srv.duplicates("POST") == 0 and out.max_executions(srv, "POST") <= 1
+    assert srv.duplicates("POST") == 0
+    assert out.max_executions(srv, "POST") <= 1
     if key:
         assert out.count("POST") == 0, out.errors.get("POST")
     for exc in out.errors.get("POST", []):
-        assert isinstance(exc, requests.ConnectionError) and outcome_unknown(exc)
+        assert isinstance(exc, requests.ConnectionError)
+        assert outcome_unknown(exc)
 
 
 def test_plain_requests_surfaces_the_race():
     with FaultServer(**RACE) as srv, requests.Session() as s:
         out = run(_sender(s, srv.url), n=16, gap=GAP, methods=("GET",))
-    assert srv.race_hits >= 2 and out.count("GET") >= 1
+    assert srv.race_hits >= 2
+    assert out.count("GET") >= 1
 
 
 def test_learned_idle_limit_stops_the_race():
@@ -64,8 +70,11 @@ def test_learned_idle_limit_stops_the_race():
         hits = srv.race_hits
         out = run(_sender(s, srv.url), n=10, gap=(0.08, 0.1), methods=("GET",))
         (origin,) = s.retry_adapter.idle_limits.snapshot()
-    assert hits >= 1 and origin.learned is not None and origin.learned < 0.1
-    assert srv.race_hits == hits and out.count("GET") == 0
+    assert hits >= 1
+    assert origin.learned is not None
+    assert origin.learned < 0.1
+    assert srv.race_hits == hits
+    assert out.count("GET") == 0
 
 
 def test_idle_expiry_keep_alive_hint_and_max_age():
@@ -94,18 +103,23 @@ def test_server_idle_close_is_learned_from_the_pool_check():
             s.get(srv.url + "/ok")
             time.sleep(0.15)
         (origin,) = s.retry_adapter.idle_limits.snapshot()
-    assert origin.observations >= 2 and origin.learned is not None
+    assert origin.observations >= 2
+    assert origin.learned is not None
     assert origin.learned < 0.15
 
 
 def test_rst_before_response_on_a_share_of_requests():
     fake = FakeTime()
-    with FaultServer(rst_rate=0.3, seed=3) as srv, Session(policy=_fake_policy(fake, retry={"attempts": 8})) as s:
+    with (
+        FaultServer(rst_rate=0.3, seed=3) as srv,
+        Session(policy=_fake_policy(fake, retry={"attempts": 8})) as s,
+    ):
         out = run(_sender(s, srv.url), n=30)
     assert srv.requests > 30
     assert out.count("GET") == 0, out.errors.get("GET")
     assert out.max_executions(srv, "GET") <= 8 + STALE_REPLAYS
-    assert srv.duplicates("POST") == 0 and out.count("POST") >= 1
+    assert srv.duplicates("POST") == 0
+    assert out.count("POST") >= 1
     assert all(outcome_unknown(e) for e in out.errors["POST"])
 
 
@@ -113,17 +127,22 @@ def test_mid_body_reset_retried_unless_streamed():
     fake = FakeTime()
     with FaultServer() as srv, Session(policy=_fake_policy(fake)) as s:
         r = s.get(srv.url + "/midbody", headers={"X-Req-Id": "g"})
-        assert len(r.content) == 100000 and srv.executions["g"] == 2
+        assert len(r.content) == 100000
+        assert srv.executions["g"] == 2
         with pytest.raises(requests.RequestException) as info:
             s.post(srv.url + "/midbody", headers={"X-Req-Id": "p"}, data=b"x")
-        assert outcome_unknown(info.value) and srv.executions["p"] == 1
+        assert outcome_unknown(info.value)
+        assert srv.executions["p"] == 1
         r = s.get(srv.url + "/midbody", headers={"X-Req-Id": "s"}, stream=True)
         with pytest.raises(requests.RequestException):
             r.content  # noqa: B018
         assert srv.executions["s"] == 1
-    with FaultServer() as srv, requests.Session() as s:
-        with pytest.raises(requests.RequestException):
-            s.get(srv.url + "/midbody")
+    with (
+        FaultServer() as srv,
+        requests.Session() as s,
+        pytest.raises(requests.RequestException),
+    ):
+        s.get(srv.url + "/midbody")
 
 
 def test_server_restart_mid_run():
@@ -142,10 +161,13 @@ def test_server_restart_mid_run():
 
 def test_refused_and_outage_with_breaker(unused_port):
     fake = FakeTime()
-    with Session(policy=_fake_policy(fake)) as s:
-        with pytest.raises(requests.ConnectionError) as info:
-            s.post(f"http://127.0.0.1:{unused_port}/x", data=b"1")
-    assert len(resetguard.history(info.value)) == 3 and len(fake.sleeps) == 2
+    with (
+        Session(policy=_fake_policy(fake)) as s,
+        pytest.raises(requests.ConnectionError) as info,
+    ):
+        s.post(f"http://127.0.0.1:{unused_port}/x", data=b"1")
+    assert len(resetguard.history(info.value)) == 3
+    assert len(fake.sleeps) == 2
     assert resetguard.history(info.value)[0].failure.kind is Kind.REFUSED
     fake = FakeTime()
     breaker = CircuitBreaker("api", failure_threshold=3, clock=fake.clock, jitter=0)
@@ -158,19 +180,24 @@ def test_refused_and_outage_with_breaker(unused_port):
                 rejected += 1
             except requests.ConnectionError:
                 pass
-    assert rejected == 9 and len(fake.sleeps) == 2
+    assert rejected == 9
+    assert len(fake.sleeps) == 2
 
 
 def test_retry_after_and_status_rules():
     fake = FakeTime()
     with FaultServer() as srv, Session(policy=_fake_policy(fake, retry={"deadline": 3})) as s:
         r = s.get(srv.url + "/status?code=503&retry_after=2&times=1", headers={"X-Req-Id": "a"})
-        assert r.status_code == 200 and fake.sleeps == [2.0]
+        assert r.status_code == 200
+        assert fake.sleeps == [2.0]
         r = s.get(srv.url + "/status?code=429&retry_after=30&times=1", headers={"X-Req-Id": "b"})
-        assert r.status_code == 200 and fake.sleeps[1] == 3.0
+        assert r.status_code == 200
+        assert fake.sleeps[1] == 3.0
         r = s.post(srv.url + "/status?code=503&times=1", headers={"X-Req-Id": "c"})
         assert r.status_code == 503
-    assert srv.executions["a"] == 2 and srv.executions["c"] == 1 and srv.connections == 1
+    assert srv.executions["a"] == 2
+    assert srv.executions["c"] == 1
+    assert srv.connections == 1
 
 
 def test_request_bodies():
@@ -187,19 +214,25 @@ def test_request_bodies():
         assert r.status_code == 200
         r = s.put(srv.url + "/echo", data=io.BytesIO(b"file body"))
         assert r.text == "9"
-    assert srv.executions["gen"] == 1 and srv.executions["file"] == 2
+    assert srv.executions["gen"] == 1
+    assert srv.executions["file"] == 2
 
 
 def test_timeouts_classified(unused_port):
     fake = FakeTime()
-    with FaultServer() as srv, Session(policy=_fake_policy(fake, retry={"attempts": 2}), timeout=(1, 0.05)) as s:
+    with (
+        FaultServer() as srv,
+        Session(policy=_fake_policy(fake, retry={"attempts": 2}), timeout=(1, 0.05)) as s,
+    ):
         with pytest.raises(requests.ReadTimeout) as get:
             s.get(srv.url + "/slow?ms=300", headers={"X-Req-Id": "g"})
         with pytest.raises(requests.ReadTimeout) as post:
             s.post(srv.url + "/slow?ms=300", headers={"X-Req-Id": "p"})
         time.sleep(0.35)
     assert resetguard.classify(get.value).kind is Kind.TIMEOUT
-    assert srv.executions["g"] == 2 and srv.executions["p"] == 1 and outcome_unknown(post.value)
+    assert srv.executions["g"] == 2
+    assert srv.executions["p"] == 1
+    assert outcome_unknown(post.value)
 
 
 def test_adapter_mounts_on_a_plain_session_and_validates():

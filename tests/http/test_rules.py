@@ -26,19 +26,31 @@ BOOL = (True, False)
 
 def _cases():
     failures = [None] + [Failure(kind=k, phase=p) for k in Kind for p in Phase]
-    for failure, retryable, idem, replay, reused, sent, received, buffered, opt_in, mid in (
-        itertools.product(failures, BOOL, BOOL, BOOL, TRI, Sent, TRI, BOOL, BOOL, BOOL)
-    ):
-        yield failure, dict(
-            retryable=retryable,
-            idempotent=idem,
-            replayable=replay,
-            reused=reused,
-            sent=sent,
-            received=received,
-            buffered=buffered,
-            stale_opt_in=opt_in,
-            mid_body=mid,
+    for (
+        failure,
+        retryable,
+        idem,
+        replay,
+        reused,
+        sent,
+        received,
+        buffered,
+        opt_in,
+        mid,
+    ) in itertools.product(failures, BOOL, BOOL, BOOL, TRI, Sent, TRI, BOOL, BOOL, BOOL):
+        yield (
+            failure,
+            dict(
+                retryable=retryable,
+                idempotent=idem,
+                replayable=replay,
+                reused=reused,
+                sent=sent,
+                received=received,
+                buffered=buffered,
+                stale_opt_in=opt_in,
+                mid_body=mid,
+            ),
         )
 
 
@@ -59,7 +71,8 @@ def test_the_case_space_is_large():
 def test_never_retries_what_the_policy_does_not_retry():
     for failure, kw, d in ALL:
         if failure is None or not kw["retryable"]:
-            assert not d.retry and d.reason == "not_retryable", (failure, kw)
+            assert not d.retry, (failure, kw)
+            assert d.reason == "not_retryable", (failure, kw)
 
 
 def test_a_non_idempotent_request_is_replayed_only_when_it_cannot_have_executed_or_opted_in():
@@ -90,7 +103,9 @@ def test_a_response_already_handed_to_the_caller_is_never_retried():
 def test_immediate_replays_only_on_a_dead_reused_connection():
     for failure, kw, d in ALL:
         if d.immediate:
-            assert d.retry and kw["reused"] is True and failure.kind in STALE, (failure, kw)
+            assert d.retry, (failure, kw)
+            assert kw["reused"] is True, (failure, kw)
+            assert failure.kind in STALE, (failure, kw)
             assert kw["received"] is not True, (failure, kw)
 
 
@@ -107,7 +122,9 @@ def test_the_stale_race_is_always_replayed_for_idempotent_requests():
             and failure.kind in STALE
         ):
             hits += 1
-            assert d.retry and d.immediate and d.reason == "stale", (failure, kw)
+            assert d.reason == "stale", (failure, kw)
+            assert d.retry, (failure, kw)
+            assert d.immediate, (failure, kw)
     assert hits > 0
 
 
@@ -120,28 +137,95 @@ def test_nothing_sent_is_always_retried():
 def test_outcome_unknown_is_reported_exactly_for_unsafe_give_ups():
     for failure, kw, d in ALL:
         if d.outcome_unknown:
-            assert not d.retry and not kw["idempotent"] and not _nothing_sent(failure, kw)
+            assert not d.retry
+            assert not kw["idempotent"]
+            assert not _nothing_sent(failure, kw)
 
 
 @pytest.mark.parametrize(
     ("kind", "phase", "kw", "expected"),
     [
         # Go's rule: a request on a reused connection, nothing back: replay now.
-        (Kind.CLOSED, Phase.AWAIT, dict(idempotent=True, reused=True, sent=Sent.ALL, received=False), "stale"),
+        (
+            Kind.CLOSED,
+            Phase.AWAIT,
+            dict(idempotent=True, reused=True, sent=Sent.ALL, received=False),
+            "stale",
+        ),
         # same on a fresh connection: the server may be in trouble: back off.
-        (Kind.CLOSED, Phase.AWAIT, dict(idempotent=True, reused=False, sent=Sent.ALL, received=False), "idempotent"),
-        (Kind.RESET, Phase.AWAIT, dict(idempotent=False, reused=True, sent=Sent.ALL, received=False), "unsafe"),
-        (Kind.RESET, Phase.AWAIT, dict(idempotent=False, reused=True, sent=Sent.ALL, received=False, stale_opt_in=True), "stale"),
-        (Kind.RESET, Phase.AWAIT, dict(idempotent=False, reused=False, sent=Sent.ALL, received=False, stale_opt_in=True), "unsafe"),
-        (Kind.REFUSED, Phase.CONNECT, dict(idempotent=False, reused=None, sent=Sent.UNKNOWN, received=None), "not_sent"),
-        (Kind.RESET, Phase.RECEIVE, dict(idempotent=True, reused=False, sent=Sent.ALL, received=True, buffered=True), "mid_body"),
-        (Kind.RESET, Phase.RECEIVE, dict(idempotent=True, reused=False, sent=Sent.ALL, received=True, buffered=False), "streamed"),
-        (Kind.RESET, Phase.RECEIVE, dict(idempotent=False, reused=False, sent=Sent.ALL, received=True, buffered=True), "unsafe"),
+        (
+            Kind.CLOSED,
+            Phase.AWAIT,
+            dict(idempotent=True, reused=False, sent=Sent.ALL, received=False),
+            "idempotent",
+        ),
+        (
+            Kind.RESET,
+            Phase.AWAIT,
+            dict(idempotent=False, reused=True, sent=Sent.ALL, received=False),
+            "unsafe",
+        ),
+        (
+            Kind.RESET,
+            Phase.AWAIT,
+            dict(idempotent=False, reused=True, sent=Sent.ALL, received=False, stale_opt_in=True),
+            "stale",
+        ),
+        (
+            Kind.RESET,
+            Phase.AWAIT,
+            dict(idempotent=False, reused=False, sent=Sent.ALL, received=False, stale_opt_in=True),
+            "unsafe",
+        ),
+        (
+            Kind.REFUSED,
+            Phase.CONNECT,
+            dict(idempotent=False, reused=None, sent=Sent.UNKNOWN, received=None),
+            "not_sent",
+        ),
+        (
+            Kind.RESET,
+            Phase.RECEIVE,
+            dict(idempotent=True, reused=False, sent=Sent.ALL, received=True, buffered=True),
+            "mid_body",
+        ),
+        (
+            Kind.RESET,
+            Phase.RECEIVE,
+            dict(idempotent=True, reused=False, sent=Sent.ALL, received=True, buffered=False),
+            "streamed",
+        ),
+        (
+            Kind.RESET,
+            Phase.RECEIVE,
+            dict(idempotent=False, reused=False, sent=Sent.ALL, received=True, buffered=True),
+            "unsafe",
+        ),
         # a timeout on a reused connection is a slow server, not a stale connection
-        (Kind.TIMEOUT, Phase.AWAIT, dict(idempotent=True, reused=True, sent=Sent.ALL, received=False), "idempotent"),
-        (Kind.TIMEOUT, Phase.AWAIT, dict(idempotent=False, reused=True, sent=Sent.ALL, received=False, stale_opt_in=True), "unsafe"),
-        (Kind.RESET, Phase.SEND, dict(idempotent=True, replayable=False, reused=True, sent=Sent.PARTIAL, received=False), "body_consumed"),
-        (Kind.BROKEN_PIPE, Phase.SEND, dict(idempotent=False, reused=True, sent=Sent.NOTHING, received=False), "stale"),
+        (
+            Kind.TIMEOUT,
+            Phase.AWAIT,
+            dict(idempotent=True, reused=True, sent=Sent.ALL, received=False),
+            "idempotent",
+        ),
+        (
+            Kind.TIMEOUT,
+            Phase.AWAIT,
+            dict(idempotent=False, reused=True, sent=Sent.ALL, received=False, stale_opt_in=True),
+            "unsafe",
+        ),
+        (
+            Kind.RESET,
+            Phase.SEND,
+            dict(idempotent=True, replayable=False, reused=True, sent=Sent.PARTIAL, received=False),
+            "body_consumed",
+        ),
+        (
+            Kind.BROKEN_PIPE,
+            Phase.SEND,
+            dict(idempotent=False, reused=True, sent=Sent.NOTHING, received=False),
+            "stale",
+        ),
     ],
 )
 def test_table(kind, phase, kw, expected):
@@ -173,12 +257,13 @@ def test_idempotency():
     assert is_idempotent("POST", {"Idempotency-Key": "k1"}, policy)
     assert not is_idempotent("GET", {}, HTTPPolicy(retry=Retry(idempotent=False)))
     custom = HTTPPolicy(idempotent_methods={"get", "QUERY"})
-    assert is_idempotent("QUERY", {}, custom) and not is_idempotent("PUT", {}, custom)
+    assert is_idempotent("QUERY", {}, custom)
+    assert not is_idempotent("PUT", {}, custom)
 
 
 def test_status_rules():
     policy = HTTPPolicy()
-    assert DEFAULT_STATUS_CODES == {429, 502, 503, 504}
+    assert {429, 502, 503, 504} == DEFAULT_STATUS_CODES
     assert retry_status(503, idempotent=True, policy=policy)
     assert not retry_status(503, idempotent=False, policy=policy)
     assert not retry_status(500, idempotent=True, policy=policy)
@@ -223,7 +308,9 @@ def test_policy_rejects_bad_values(kwargs, error, text):
 
 def test_policy_is_frozen_and_normalises():
     policy = HTTPPolicy(
-        retry=Retry(attempts=4, backoff=Backoff.none()), idempotent_methods=["get"], idle_timeout=None
+        retry=Retry(attempts=4, backoff=Backoff.none()),
+        idempotent_methods=["get"],
+        idle_timeout=None,
     )
     assert policy.idempotent_methods == frozenset({"GET"})
     assert policy.idle_timeout is None

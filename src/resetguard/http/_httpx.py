@@ -105,13 +105,17 @@ class _Conn:
             self.max_age is not None and now - self.created > self.max_age
         ):
             if hooks_active():
-                emit(ConnectionEvent(name="httpx", action="expired", peer=self.origin, idle_age=idle))
+                emit(
+                    ConnectionEvent(name="httpx", action="expired", peer=self.origin, idle_age=idle)
+                )
             return True
         readable = bool(inner.get_extra_info("is_readable"))
         if readable and self.uses:
             self.limits.closed(self.origin, idle)  # the server closed it while idle
             if hooks_active():
-                emit(ConnectionEvent(name="httpx", action="closed", peer=self.origin, idle_age=idle))
+                emit(
+                    ConnectionEvent(name="httpx", action="closed", peer=self.origin, idle_age=idle)
+                )
         return readable
 
 
@@ -238,7 +242,9 @@ class _Backend(httpcore.NetworkBackend):
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
     ) -> httpcore.NetworkStream:
-        stream = self._inner.connect_unix_socket(path, timeout=timeout, socket_options=socket_options)
+        stream = self._inner.connect_unix_socket(
+            path, timeout=timeout, socket_options=socket_options
+        )
         return _Stream(stream, _Conn(path, self._limits, self._max_age))
 
     def sleep(self, seconds: float) -> None:
@@ -338,7 +344,7 @@ def _track_body(request: httpx.Request) -> _OnceStream | _AsyncOnceStream | None
     if isinstance(stream, httpx.AsyncByteStream):
         tracked: _OnceStream | _AsyncOnceStream = _AsyncOnceStream(stream)
     else:
-        tracked = _OnceStream(stream)  # type: ignore[arg-type]
+        tracked = _OnceStream(stream)
     request.stream = tracked
     return tracked
 
@@ -416,7 +422,7 @@ class RetryTransport(_Base, httpx.BaseTransport):
             transport = httpx.HTTPTransport(**transport_options)
         elif transport_options:
             raise TypeError(
-                f"transport options {sorted(transport_options)} apply only when transport= is not given"
+                f"transport options {sorted(transport_options)} apply only without transport="
             )
         elif not isinstance(transport, httpx.BaseTransport):
             raise TypeError(f"transport must be an httpx.BaseTransport, got {transport!r}")
@@ -451,7 +457,7 @@ class RetryTransport(_Base, httpx.BaseTransport):
             try:
                 response = self._inner.handle_request(request)
                 if buffered:
-                    chunks = list(response.stream)  # type: ignore[call-overload]
+                    chunks = list(response.stream)  # type: ignore[arg-type]
                     response.close()
                     response = _buffered(response, chunks)
             except Exception as exc:
@@ -520,7 +526,7 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
             transport = httpx.AsyncHTTPTransport(**transport_options)
         elif transport_options:
             raise TypeError(
-                f"transport options {sorted(transport_options)} apply only when transport= is not given"
+                f"transport options {sorted(transport_options)} apply only without transport="
             )
         elif not isinstance(transport, httpx.AsyncBaseTransport):
             raise TypeError(f"transport must be an httpx.AsyncBaseTransport, got {transport!r}")
@@ -639,7 +645,9 @@ class Client(httpx.Client):
         self.retry_transport = RetryTransport(transport, policy=policy, retry=retry, **options)
         super().__init__(transport=self.retry_transport, timeout=timeout, **kwargs)
 
-    def send(self, request: httpx.Request, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
+    def send(
+        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
         if not stream:
             request.extensions = {**request.extensions, BUFFER_EXTENSION: True}
         return super().send(request, stream=stream, **kwargs)

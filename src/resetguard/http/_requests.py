@@ -141,7 +141,9 @@ class _ExpiringPool:
             conn._rg_dropped = None
             self._rg_limits.closed(origin, dropped)
             if hooks_active():
-                emit(ConnectionEvent(name="requests", action="closed", peer=origin, idle_age=dropped))
+                emit(
+                    ConnectionEvent(name="requests", action="closed", peer=origin, idle_age=dropped)
+                )
         elif conn.sock is not None and conn._rg_last_used is not None:
             now = _monotonic()
             idle = now - conn._rg_last_used
@@ -153,7 +155,9 @@ class _ExpiringPool:
                 conn.close()
                 if hooks_active():
                     emit(
-                        ConnectionEvent(name="requests", action="expired", peer=origin, idle_age=idle)
+                        ConnectionEvent(
+                            name="requests", action="expired", peer=origin, idle_age=idle
+                        )
                     )
         return conn
 
@@ -279,12 +283,7 @@ class RetryAdapter(HTTPAdapter):
             "https": type("ResetGuardHTTPSPool", (_SecurePool,), extra),
         }
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self._policy = state.get("_policy") or HTTPPolicy()
-        self.idle_limits = IdleLimits(self._policy.idle_timeout, learn=self._policy.learn_idle)
-        super().__setstate__(state)
-
-    def send(  # type: ignore[override]
+    def send(
         self,
         request: requests.PreparedRequest,
         stream: bool = False,
@@ -320,7 +319,12 @@ class RetryAdapter(HTTPAdapter):
             token = current.set(progress)
             try:
                 response = super().send(
-                    request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+                    request,
+                    stream=stream,
+                    timeout=timeout,
+                    verify=verify,
+                    cert=cert,
+                    proxies=proxies,
                 )
                 if buffered:
                     response.content  # noqa: B018 - read in the loop: a reset mid-body is retried

@@ -35,9 +35,7 @@ __all__ = [
 ]
 
 #: RFC 9110 §9.2.2 idempotent methods: sending one twice has the effect of sending it once.
-IDEMPOTENT_METHODS: frozenset[str] = frozenset(
-    {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"}
-)
+IDEMPOTENT_METHODS: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 #: Statuses that say "not now" rather than "no": rate limited (429), and a proxy or load
 #: balancer that could not get an answer from the server behind it (502/503/504).
 DEFAULT_STATUS_CODES: frozenset[int] = frozenset({429, 502, 503, 504})
@@ -203,7 +201,9 @@ class Decision:
         return self.reason == "unsafe"
 
 
-_GIVE_UP = {r: Decision(False, False, r) for r in ("not_retryable", "body_consumed", "streamed", "unsafe")}
+_GIVE_UP = {
+    r: Decision(False, False, r) for r in ("not_retryable", "body_consumed", "streamed", "unsafe")
+}
 _STALE = Decision(True, True, "stale")
 _NOT_SENT = Decision(True, False, "not_sent")
 _IDEMPOTENT = Decision(True, False, "idempotent")

@@ -17,14 +17,30 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .. import _clock
 from .._classify import Failure, Phase, classify
-from .._events import AttemptFailed, ConnectionEvent, GaveUp, RetryScheduled, RetrySucceeded
-from .._events import emit, hooks_active
+from .._events import (
+    AttemptFailed,
+    ConnectionEvent,
+    GaveUp,
+    RetryScheduled,
+    RetrySucceeded,
+    emit,
+    hooks_active,
+)
 from .._exceptions import BudgetExhausted, ResetGuardError
 from .._retry import _HISTORY_ATTR, Attempt, Retry, _add_note
 from ._rules import _STALE_KINDS as STALE_KINDS
 from ._rules import HTTPPolicy, Progress, Sent, decide, parse_retry_after
 
-__all__ = ["STALE_KINDS", "STALE_REPLAYS", "current", "HttpRun", "RetryableStatus", "outcome_unknown", "resolve_policy", "safe_url"]
+__all__ = [
+    "STALE_KINDS",
+    "STALE_REPLAYS",
+    "current",
+    "HttpRun",
+    "RetryableStatus",
+    "outcome_unknown",
+    "resolve_policy",
+    "safe_url",
+]
 
 _log = logging.getLogger("resetguard.http")
 
@@ -74,7 +90,9 @@ def outcome_unknown(exc: BaseException) -> bool:
 def resolve_policy(policy: HTTPPolicy | None, retry: Retry | None) -> HTTPPolicy:
     """The policy from a transport's ``policy=`` / ``retry=`` arguments."""
     if policy is not None and retry is not None:
-        raise TypeError("pass either policy= or retry=, not both (HTTPPolicy(retry=...) holds both)")
+        raise TypeError(
+            "pass either policy= or retry=, not both (HTTPPolicy(retry=...) holds both)"
+        )
     if retry is not None:
         if not isinstance(retry, Retry):
             raise TypeError(f"retry must be a resetguard.Retry, got {retry!r}")
@@ -341,7 +359,10 @@ class HttpRun:
                 _add_note(exc, self._note(attempts, reason))
         if reason != "not_retryable" and _log.isEnabledFor(logging.WARNING):
             _log.warning(
-                "%s: giving up after %d attempt(s) (%s)", self.label, len(attempts), _REASONS[reason]
+                "%s: giving up after %d attempt(s) (%s)",
+                self.label,
+                len(attempts),
+                _REASONS[reason],
             )
         if retry.on_giveup is not None or hooks_active():
             emit(
@@ -357,7 +378,10 @@ class HttpRun:
             )
 
     def _note(self, attempts: tuple[Attempt, ...], reason: str) -> str:
-        lines = [f"resetguard: {self.label}: gave up after {len(attempts)} attempt(s): {_REASONS[reason]}"]
+        lines = [
+            f"resetguard: {self.label}: gave up after {len(attempts)} attempt(s): "
+            + _REASONS[reason]
+        ]
         for a in attempts:
             what = a.failure.describe() if a.failure is not None else str(a.exception)
             if a.failure is not None and a.failure.reused is not None:

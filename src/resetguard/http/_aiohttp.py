@@ -1,0 +1,267 @@
+"""aiohttp adapter: :class:`RetrySession`, a ``ClientSession`` wrapper with the same rules.
+
+aiohttp silently re-sends an idempotent request once when a pooled *or fresh* connection
+breaks; on top of any retry layer that multiplies the number of times the server runs a
+request. :class:`RetrySession` switches that off and decides itself, from what aiohttp's
+tracing signals report for each attempt (connection created or reused, request headers
+and body chunks sent, response head received).
+
+Idle expiry here is aiohttp's own ``keepalive_timeout``, set from the policy's
+``idle_timeout``; aiohttp gives no per-connection hook, so ``Keep-Alive`` hints and learned
+per-origin limits are recorded (:attr:`RetrySession.idle_limits`) but not enforced.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from types import SimpleNamespace, TracebackType
+from typing import Any
+
+import aiohttp
+
+from .. import _clock
+from .._events import ConnectionEvent, emit, hooks_active
+from .._exceptions import Rejected
+from .._retry import Retry
+from ._idle import IdleLimits
+from ._rules import HTTPPolicy, Progress, is_idempotent, parse_keep_alive
+from ._run import HttpRun, resolve_policy
+
+__all__ = ["DEFAULT_TIMEOUT", "RetrySession"]
+
+#: No total limit (the policy's deadline bounds retries), 5 s to connect, 30 s per read.
+DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=30.0)
+
+
+def _progress(ctx: SimpleNamespace) -> Progress | None:
+    progress = getattr(ctx, "trace_request_ctx", None)
+    return progress if isinstance(progress, Progress) else None
+
+
+async def _created(session: Any, ctx: SimpleNamespace, params: Any) -> None:
+    progress = _progress(ctx)
+    if progress is not None:
+        progress.connected = True
+        progress.reused = False
+        progress.received = False
+    if hooks_active():
+        emit(ConnectionEvent(name="aiohttp", action="opened"))
+
+
+async def _reused(session: Any, ctx: SimpleNamespace, params: Any) -> None:
+    progress = _progress(ctx)
+    if progress is not None:
+        progress.connected = True
+        progress.reused = True
+        progress.received = False
+    if hooks_active():
+        emit(ConnectionEvent(name="aiohttp", action="reused"))
+
+
+async def _headers_sent(session: Any, ctx: SimpleNamespace, params: Any) -> None:
+    progress = _progress(ctx)
+    if progress is not None:
+        progress.bytes_sent += 1  # the head is out; its exact size is not reported
+
+
+async def _chunk_sent(session: Any, ctx: SimpleNamespace, params: Any) -> None:
+    progress = _progress(ctx)
+    if progress is not None:
+        progress.bytes_sent += len(params.chunk)
+
+
+async def _response_head(session: Any, ctx: SimpleNamespace, params: Any) -> None:
+    progress = _progress(ctx)
+    if progress is not None:
+        progress.write_done = True
+        progress.received = True
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    config = aiohttp.TraceConfig()
+    config.on_connection_create_end.append(_created)
+    config.on_connection_reuseconn.append(_reused)
+    config.on_request_headers_sent.append(_headers_sent)
+    config.on_request_chunk_sent.append(_chunk_sent)
+    config.on_request_end.append(_response_head)
+    return config
+
+
+def _simple_body(kwargs: Mapping[str, Any]) -> tuple[bool, Any]:
+    """(replayable as is, a seekable file to rewind or None)."""
+    data = kwargs.get("data")
+    if data is None or isinstance(data, bytes | bytearray | str | dict | list | tuple):
+        return True, None
+    if isinstance(data, io.IOBase) and data.seekable():
+        return True, (data, data.tell())
+    return False, None
+
+
+def _origin(url: Any) -> str:
+    from yarl import URL
+
+    u = URL(str(url))
+    return f"{u.host}:{u.port}"
+
+
+class RetrySession:
+    """An ``aiohttp.ClientSession`` with resetguard's retry rules.
+
+    Args:
+        policy: the :class:`HTTPPolicy` (default ``HTTPPolicy()``).
+        retry: shorthand for ``policy=HTTPPolicy(retry=retry)``.
+        session_options: ``aiohttp.ClientSession`` arguments (``base_url``, ``headers``…);
+            a ``connector`` you pass is used as is.
+
+    :meth:`request` reads the body before returning (so a reset mid-body is retried for
+    idempotent requests); pass ``read=False`` to stream it yourself.
+
+    Example::
+
+        from resetguard.http import RetrySession
+
+        async with RetrySession() as session:
+            response = await session.get("https://example.org/")
+            text = await response.text()
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: HTTPPolicy | None = None,
+        retry: Retry | None = None,
+        **session_options: Any,
+    ) -> None:
+        self._policy = resolve_policy(policy, retry)
+        #: Per-origin idle limits seen (hints, learned); aiohttp itself applies only
+        #: ``keepalive_timeout``.
+        self.idle_limits = IdleLimits(self._policy.idle_timeout, learn=self._policy.learn_idle)
+        if "connector" not in session_options:
+            idle = self._policy.idle_timeout
+            session_options["connector"] = aiohttp.TCPConnector(
+                limit=100, keepalive_timeout=idle if idle is not None else 15.0
+            )
+        session_options.setdefault("timeout", DEFAULT_TIMEOUT)
+        traces = list(session_options.pop("trace_configs", None) or [])
+        self.session = aiohttp.ClientSession(
+            trace_configs=[_trace_config(), *traces], **session_options
+        )
+        # aiohttp's own silent replay (one re-send of an idempotent request on any broken
+        # connection) would multiply with ours; the rules below decide instead.
+        self.session._retry_connection = False
+
+    @property
+    def policy(self) -> HTTPPolicy:
+        """The :class:`HTTPPolicy` in force."""
+        return self._policy
+
+    async def request(
+        self, method: str, url: Any, *, read: bool = True, **kwargs: Any
+    ) -> aiohttp.ClientResponse:
+        """Send a request under the policy, like ``ClientSession.request`` (awaited)."""
+        policy = self._policy
+        retry = policy.retry
+        headers = kwargs.get("headers")
+        if headers is not None and not isinstance(headers, Mapping):
+            headers = dict(headers)
+        idempotent = is_idempotent(method, headers, policy)
+        simple, rewind = _simple_body(kwargs)
+        breaker, budget = retry.breaker, retry.budget
+        if budget is not None:
+            budget._deposit()
+        run: HttpRun | None = None
+        ticket, t0 = 0, 0.0
+        while True:
+            if breaker is not None:
+                try:
+                    ticket = breaker._acquire()
+                except Rejected:
+                    if run is None or not run.history:
+                        raise
+                    last = run.rejected()
+                    break
+                t0 = breaker._clock()
+            progress = Progress()
+            try:
+                response = await self.session.request(
+                    method, url, trace_request_ctx=progress, **kwargs
+                )
+                if read:
+                    try:
+                        await response.read()
+                    except BaseException:
+                        response.close()
+                        raise
+            except Exception as exc:
+                if breaker is not None:
+                    breaker._release(ticket, exc, breaker._clock() - t0)
+                if run is None:
+                    run = HttpRun(policy, method, str(url), idempotent=idempotent)
+                replayable = simple or progress.bytes_sent == 0
+                if rewind is not None:
+                    try:
+                        rewind[0].seek(rewind[1])
+                    except (OSError, ValueError):
+                        replayable = False
+                delay = run.failed(exc, progress, replayable=replayable, buffered=read)
+                if delay is None:
+                    raise
+                if delay > 0:
+                    await (retry.async_sleep or _clock.async_sleep)(delay)
+                continue
+            if breaker is not None:
+                breaker._release(ticket, None, breaker._clock() - t0)
+            keep_alive = response.headers.get("Keep-Alive")
+            if keep_alive is not None:
+                seconds = parse_keep_alive(keep_alive)
+                if seconds is not None:
+                    self.idle_limits.hint(_origin(response.url), seconds)
+            if idempotent and response.status in policy.status_codes:
+                if run is None:
+                    run = HttpRun(policy, method, str(url), idempotent=idempotent)
+                delay = run.status(response.status, response.headers.get("Retry-After"))
+                if delay is not None:
+                    response.release()
+                    if delay > 0:
+                        await (retry.async_sleep or _clock.async_sleep)(delay)
+                    continue
+            if run is not None and run.history:
+                run.succeeded()
+            return response
+        raise last
+
+    async def get(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
+        return await self.request("GET", url, **kwargs)
+
+    async def head(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
+        return await self.request("HEAD", url, **kwargs)
+
+    async def options(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
+        return await self.request("OPTIONS", url, **kwargs)
+
+    async def post(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
+        return await self.request("POST", url, **kwargs)
+
+    async def put(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
+        return await self.request("PUT", url, **kwargs)
+
+    async def patch(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
+        return await self.request("PATCH", url, **kwargs)
+
+    async def delete(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
+        return await self.request("DELETE", url, **kwargs)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def __aenter__(self) -> RetrySession:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
