@@ -183,17 +183,19 @@ class FlakyServer:
         """Read one request head+body. Returns (request, rest, arrived_too_late)."""
         idle_start = time.monotonic()
         while b"\r\n\r\n" not in buffer:
-            timeout = 0.5
+            remaining = None
             if self.idle_close is not None and not buffer:
-                timeout = max(0.0, idle_start + self.idle_close - time.monotonic())
-            readable, _, _ = select.select([conn], [], [], timeout)
-            if not readable:
-                if self._stop.is_set():
-                    return None, buffer, False
-                if self.idle_close is not None and not buffer:
+                remaining = idle_start + self.idle_close - time.monotonic()
+                if remaining <= 0:
                     with self._lock:
                         self.stats.idle_closes += 1
                     self._close_idle(conn)
+                    return None, buffer, False
+            # Wake up at least every 100 ms so stop() is noticed promptly.
+            timeout = 0.1 if remaining is None else min(0.1, remaining)
+            readable, _, _ = select.select([conn], [], [], timeout)
+            if not readable:
+                if self._stop.is_set():
                     return None, buffer, False
                 continue
             if (
