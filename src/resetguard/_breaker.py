@@ -445,11 +445,30 @@ class CircuitBreaker:
         return guarded
 
     def _wrap_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-        acall = self.acall
+        breaker = self
+        acquire = self._acquire_slow
+        release = self._release
+        clock = self._clock
+        timed = self._slow_duration != math.inf
+        succeeded = self._fast_successes.__next__
 
         @functools.wraps(fn)
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            return await acall(fn, *args, **kwargs)
+            # The sync wrapper's shape; the lock is only ever taken between awaits.
+            sg = breaker._sg
+            ticket = acquire() if sg & 3 else sg << 1
+            start = clock() if timed else 0.0
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                release(ticket, exc, clock() - start if timed else 0.0)
+                raise
+            if ticket == breaker._fast_ticket:
+                succeeded()
+                breaker._consecutive = 0
+            else:
+                release(ticket, None, clock() - start if timed else 0.0)
+            return result
 
         return guarded
 
@@ -688,10 +707,27 @@ class CircuitBreaker:
             if code == _CLOSED:
                 if not failed:
                     self._consecutive = 0
-                    if self._windowed:
+                    if not self._windowed:
+                        return
+                    if slow or self._timed_window:
                         self._record(0b10 if slow else 0)
-                        # A success can still trip: it may complete minimum_calls, or an
-                        # expiring bucket of successes may leave a failure-heavy window.
+                    else:
+                        # _record for a fast success in a count window, inlined (hot path).
+                        ring = self._ring
+                        i = self._ring_pos
+                        old = ring[i]
+                        ring[i] = 0
+                        self._ring_pos = i + 1 if i + 1 < len(ring) else 0
+                        if old:
+                            self._w_failures -= old & 1
+                            self._w_slow -= old >> 1
+                        elif self._ring_filled < len(ring):
+                            self._ring_filled += 1
+                            self._w_calls += 1
+                    # A fast success lowers a count window's failure rate, except the call
+                    # that completes minimum_calls; in a time window, an expiring bucket of
+                    # successes may leave a failure-heavy window behind.
+                    if slow or self._timed_window or self._w_calls == self.policy.minimum_calls:
                         event = self._check_rates()
                     if event is None:
                         return

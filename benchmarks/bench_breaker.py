@@ -1,0 +1,263 @@
+"""Per-call cost of a closed circuit breaker: resetguard vs pybreaker, circuitbreaker,
+purgatory and aiobreaker, all in one process and one run so the ratios are comparable.
+
+Run: python benchmarks/bench_breaker.py [--quick]
+
+Scenarios:
+  * success, sync and async: the decorated function returns at once;
+  * a failing + successful pair: ConnectionResetError, then a value (the breaker's
+    threshold is far away, so it records both outcomes and stays closed).
+Reported: overhead over the bare call in µs (best of several repeats), and memory blocks
+still allocated per call after many successful calls (``sys.getallocatedblocks`` delta).
+Peers that do not offer a mode (pybreaker has no asyncio support, aiobreaker no sync
+decorator) show "n/a".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import aiobreaker
+import circuitbreaker
+import purgatory
+import pybreaker
+
+import resetguard
+
+logging.getLogger("purgatory").disabled = True
+
+FAR = 10**9  # a threshold the benchmark never reaches
+RESET = ConnectionResetError(104, "Connection reset by peer")
+
+
+def target() -> int:
+    return 1
+
+
+async def atarget() -> int:
+    return 1
+
+
+def flaky_factory() -> Callable[[], int]:
+    state = [0]
+
+    def flaky() -> int:
+        state[0] += 1
+        if state[0] % 2:
+            raise RESET
+        return 1
+
+    return flaky
+
+
+def aflaky_factory() -> Callable[[], Awaitable[int]]:
+    state = [0]
+
+    async def flaky() -> int:
+        state[0] += 1
+        if state[0] % 2:
+            raise RESET
+        return 1
+
+    return flaky
+
+
+# --------------------------------------------------------------------------- contenders
+
+Deco = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def engine_shape(breaker: resetguard.CircuitBreaker) -> Deco:
+    """What the retry engine does per attempt: _acquire, time with the breaker's clock, _release."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        acquire, release, clock = breaker._acquire, breaker._release, breaker._clock
+
+        def wrapper() -> Any:
+            ticket = acquire()
+            t0 = clock()
+            try:
+                result = fn()
+            except Exception as exc:
+                release(ticket, exc, clock() - t0)
+                raise
+            release(ticket, None, clock() - t0)
+            return result
+
+        return wrapper
+
+    return deco
+
+
+def sync_contenders() -> dict[str, Deco | None]:
+    purgatory_sync = purgatory.SyncCircuitBreakerFactory(default_threshold=FAR)
+    return {
+        "resetguard": resetguard.CircuitBreaker("bench", failure_threshold=FAR),
+        "resetguard (engine path)": engine_shape(
+            resetguard.CircuitBreaker("bench-engine", failure_threshold=FAR)
+        ),
+        "resetguard (+ rate window)": resetguard.CircuitBreaker(
+            "bench-rate", failure_threshold=FAR, failure_rate=1.0
+        ),
+        "pybreaker": pybreaker.CircuitBreaker(fail_max=FAR),
+        "circuitbreaker": circuitbreaker.CircuitBreaker(
+            failure_threshold=FAR, expected_exception=ConnectionError
+        ),
+        "purgatory": purgatory_sync(circuit="bench", threshold=FAR),
+        "aiobreaker": None,
+    }
+
+
+def async_contenders() -> dict[str, Deco | None]:
+    purgatory_async = purgatory.AsyncCircuitBreakerFactory(default_threshold=FAR)
+    return {
+        "resetguard": resetguard.CircuitBreaker("abench", failure_threshold=FAR),
+        "resetguard (engine path)": None,
+        "resetguard (+ rate window)": resetguard.CircuitBreaker(
+            "abench-rate", failure_threshold=FAR, failure_rate=1.0
+        ),
+        "pybreaker": None,
+        "circuitbreaker": circuitbreaker.CircuitBreaker(
+            failure_threshold=FAR, expected_exception=ConnectionError
+        ),
+        "purgatory": purgatory_async(circuit="abench", threshold=FAR),
+        "aiobreaker": aiobreaker.CircuitBreaker(fail_max=FAR, timeout_duration=timedelta(60)),
+    }
+
+
+THREAD_SAFE = {
+    "resetguard": "yes",
+    "resetguard (engine path)": "yes",
+    "resetguard (+ rate window)": "yes",
+    "pybreaker": "yes (lock)",
+    "circuitbreaker": "no",
+    "purgatory": "no",
+    "aiobreaker": "no",
+}
+
+# --------------------------------------------------------------------------- timing
+
+
+def time_sync(fn: Callable[[], Any], n: int, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best * 1e9
+
+
+def time_sync_pairs(fn: Callable[[], Any], n: int, repeats: int) -> float:
+    """ns per (failure, success) pair."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            with contextlib.suppress(ConnectionResetError):
+                fn()
+            fn()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best * 1e9
+
+
+def time_async(fn: Callable[[], Awaitable[Any]], n: int, repeats: int) -> float:
+    async def loop() -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await fn()
+            best = min(best, (time.perf_counter() - t0) / n)
+        return best
+
+    return asyncio.run(loop()) * 1e9
+
+
+def time_async_pairs(fn: Callable[[], Awaitable[Any]], n: int, repeats: int) -> float:
+    async def loop() -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                try:
+                    await fn()
+                except ConnectionResetError:
+                    pass
+                await fn()
+            best = min(best, (time.perf_counter() - t0) / n)
+        return best
+
+    return asyncio.run(loop()) * 1e9
+
+
+def blocks_per_call(fn: Callable[[], Any], n: int = 20_000) -> float:
+    for _ in range(1000):
+        fn()
+    gc.collect()
+    before = sys.getallocatedblocks()
+    for _ in range(n):
+        fn()
+    return (sys.getallocatedblocks() - before) / n
+
+
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    args = parser.parse_args()
+    n, repeats = (20_000, 3) if args.quick else (200_000, 5)
+    npairs = n // 4
+
+    bare_sync = time_sync(target, n, repeats)
+    bare_async = time_async(atarget, n, repeats)
+    bare_pairs = time_sync_pairs(flaky_factory(), npairs, repeats)
+    bare_apairs = time_async_pairs(aflaky_factory(), npairs, repeats)
+    print(
+        f"python {sys.version.split()[0]}; bare call {bare_sync:.0f} ns sync, "
+        f"{bare_async:.0f} ns async; bare fail+success pair {bare_pairs:.0f} ns sync, "
+        f"{bare_apairs:.0f} ns async"
+    )
+    sync_decos, async_decos = sync_contenders(), async_contenders()
+    rows = []
+    for name in sync_decos:
+        sdeco, adeco = sync_decos[name], async_decos[name]
+        s = p = g = a = ap = None
+        if sdeco is not None:
+            s = (time_sync(sdeco(target), n, repeats) - bare_sync) / 1e3
+            # A fresh breaker per scenario would be fairer still, but the threshold is never
+            # reached, so the recorded failures do not change any contender's path.
+            p = (time_sync_pairs(sdeco(flaky_factory()), npairs, repeats) - bare_pairs) / 1e3
+            g = blocks_per_call(sdeco(target))
+        if adeco is not None:
+            a = (time_async(adeco(atarget), n, repeats) - bare_async) / 1e3
+            ap = (time_async_pairs(adeco(aflaky_factory()), npairs, repeats) - bare_apairs) / 1e3
+        rows.append((name, s, a, p, ap, g))
+        print(f"{name:<28} sync {fmt(s)}  async {fmt(a)}  pair {fmt(p)}  apair {fmt(ap)}")
+    print()
+    print(
+        "| breaker | success sync (+µs) | success async (+µs) | fail+success pair sync (+µs) "
+        "| fail+success pair async (+µs) | blocks kept per call | thread-safe |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name, s, a, p, ap, g in rows:
+        print(
+            f"| {name} | {fmt(s)} | {fmt(a)} | {fmt(p)} | {fmt(ap)} | {fmt(g)} "
+            f"| {THREAD_SAFE[name]} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
