@@ -11,6 +11,8 @@ Example::
 
 from __future__ import annotations
 
+import logging as _logging
+
 from . import trace
 from ._api import AttemptContext, acall, call, retry, retrying
 from ._backoff import Backoff
@@ -58,6 +60,10 @@ from ._pipeline import Pipeline
 from ._retry import DEFAULT_KINDS, Attempt, Retry, history
 
 __version__ = "0.1.0.dev0"
+
+# A library must not print through logging's last-resort handler when the application
+# configured no logging: resetguard's records go nowhere unless someone listens.
+_logging.getLogger("resetguard").addHandler(_logging.NullHandler())
 
 __all__ = [
     "Attempt",

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, ParamSpec, Protocol, TypeAlias, TypeVar
 
-from . import _clock
+from . import _clock, _events
 from ._backoff import Backoff
 from ._classify import Failure, Kind, classify
 from ._events import AttemptFailed, GaveUp, RetryScheduled, RetrySucceeded, emit, hooks_active
@@ -278,7 +278,7 @@ class _Run:
         self._random = policy.random or _clock.uniform
         self.start = start
         self.attempt = 1
-        self.history: list[Attempt] = []
+        self.history: list[tuple[int, BaseException, Failure | None, float, float | None]] = []
         self.previous_delay = 0.0
 
     def failed(self, exc: BaseException) -> float | None:
@@ -287,7 +287,7 @@ class _Run:
         elapsed = self._clock() - self.start
         failure = classify(exc)
         name = p.name
-        if hooks_active():
+        if _events._registry.hooks:
             emit(
                 AttemptFailed(
                     name=name, attempt=self.attempt, exception=exc, failure=failure, elapsed=elapsed
@@ -295,7 +295,12 @@ class _Run:
             )
         reason = None
         delay = 0.0
-        if not p._matches(exc, failure):
+        on = p.on
+        if on is None:
+            matches = failure is not None and failure.kind in p.kinds
+        else:
+            matches = p._matches(exc, failure)
+        if not matches:
             reason = "not_retryable"
         elif not p.idempotent and not (failure is not None and failure.nothing_sent):
             reason = "unsafe"
@@ -323,7 +328,8 @@ class _Run:
                     budget=p.budget.name,
                 ) from exc
             return None
-        self.history.append(Attempt(self.attempt, exc, failure, elapsed, delay))
+        # Plain tuples: Attempt objects are only built if the call gives up.
+        self.history.append((self.attempt, exc, failure, elapsed, delay))
         self.attempt += 1
         self.previous_delay = delay
         if _log.isEnabledFor(logging.INFO):
@@ -335,7 +341,7 @@ class _Run:
                 p.attempts,
                 f" [{name}]" if name else "",
             )
-        if p.on_retry is not None or hooks_active():
+        if p.on_retry is not None or _events._registry.hooks:
             event = RetryScheduled(
                 name=name,
                 attempt=self.attempt - 1,
@@ -345,17 +351,19 @@ class _Run:
                 failure=failure,
             )
             emit(event, p.on_retry)  # type: ignore[arg-type]
-        return delay if _clock.waits_enabled() else 0.0
+        return delay if _clock._switch.enabled else 0.0
 
     def rejected(self, reason: str) -> BaseException:
         """A breaker refused the next attempt: give up with the last user exception."""
-        last = self.history[-1]
-        self._give_up(
-            last.exception, last.failure, self._clock() - self.start, reason, record=False
-        )
-        return last.exception
+        _, exception, failure, _, _ = self.history[-1]
+        self._give_up(exception, failure, self._clock() - self.start, reason, record=False)
+        return exception
 
     def succeeded(self) -> None:
+        # The history holds the failed attempts' exceptions, whose tracebacks hold the
+        # driver's frame, which holds this run: drop it so no reference cycle is left
+        # for the garbage collector after a call that recovered.
+        self.history.clear()
         if hooks_active():
             emit(
                 RetrySucceeded(
@@ -374,8 +382,8 @@ class _Run:
     ) -> None:
         p = self.policy
         if record:
-            self.history.append(Attempt(self.attempt, exc, failure, elapsed, None))
-        attempts = tuple(self.history)
+            self.history.append((self.attempt, exc, failure, elapsed, None))
+        attempts = tuple(Attempt(*entry) for entry in self.history)
         with contextlib.suppress(AttributeError):  # exceptions without __dict__ keep no history
             setattr(exc, _HISTORY_ATTR, attempts)
         if len(attempts) > 1 or reason in ("unsafe", "budget", "breaker", "deadline"):
