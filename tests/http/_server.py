@@ -12,6 +12,7 @@ Routes (query parameters in brackets):
   /midbody [times]              headers + 1000 of 100 000 bytes, then RST (first ``times``)
   /rst [times]                  executes, then RST without a response (first ``times``)
   /big [size]                   200 with ``size`` bytes
+  anything else                 200 "{}"
 
 Server-wide faults: ``idle_close`` (close a keep-alive connection idle that long, by FIN or
 by RST with ``idle_rst``), ``read_delay`` (requests are seen that much later: the race),
@@ -354,6 +355,6 @@ class FaultServer:
             self._send(sock, 200, b"ok")
         elif path == "/big":
             self._send(sock, 200, b"z" * int(q.get("size", "100000")))
-        else:
-            self._send(sock, 404, b"not found")
+        else:  # any other path: a plain success, for the documentation examples
+            self._send(sock, 200, b"{}")
         return headers.get("connection", "").lower() != "close"

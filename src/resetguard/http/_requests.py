@@ -301,7 +301,6 @@ class RetryAdapter(HTTPAdapter):
         if budget is not None:
             budget._deposit()
         url = request.url or ""
-        origin = _origin(url)
         run: HttpRun | None = None
         ticket, t0 = 0, 0.0
         buffered = not stream
@@ -337,7 +336,7 @@ class RetryAdapter(HTTPAdapter):
                     exc, progress, replayable=body.replayable() and body.rewind(), buffered=buffered
                 )
                 if run.stale_close and progress.idle_age is not None:
-                    self.idle_limits.closed(origin, progress.idle_age)
+                    self.idle_limits.closed(progress.peer, progress.idle_age)
                 if delay is None:
                     raise
                 if delay > 0:
@@ -351,9 +350,9 @@ class RetryAdapter(HTTPAdapter):
             if keep_alive is not None:
                 seconds = parse_keep_alive(keep_alive)
                 if seconds is not None:
-                    self.idle_limits.hint(origin, seconds)
+                    self.idle_limits.hint(progress.peer or _origin(url), seconds)
             if progress.reused and progress.idle_age is not None:
-                self.idle_limits.alive(origin, progress.idle_age)
+                self.idle_limits.alive(progress.peer, progress.idle_age)
             if idempotent and response.status_code in policy.status_codes:
                 if run is None:
                     run = HttpRun(policy, method, url, idempotent=idempotent)
