@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import logging
 import sys
@@ -163,8 +162,10 @@ def time_sync_pairs(fn: Callable[[], Any], n: int, repeats: int) -> float:
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(n):
-            with contextlib.suppress(ConnectionResetError):
+            try:  # noqa: SIM105 -- cheaper than contextlib.suppress, same for everyone
                 fn()
+            except ConnectionResetError:
+                pass
             fn()
         best = min(best, (time.perf_counter() - t0) / n)
     return best * 1e9
@@ -189,7 +190,7 @@ def time_async_pairs(fn: Callable[[], Awaitable[Any]], n: int, repeats: int) -> 
         for _ in range(repeats):
             t0 = time.perf_counter()
             for _ in range(n):
-                try:
+                try:  # noqa: SIM105 -- cheaper than contextlib.suppress, same for everyone
                     await fn()
                 except ConnectionResetError:
                     pass
@@ -217,46 +218,69 @@ def fmt(value: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (best kept)")
     args = parser.parse_args()
-    n, repeats = (20_000, 3) if args.quick else (200_000, 5)
+    n, repeats = (20_000, 2) if args.quick else (100_000, 3)
+    rounds = 2 if args.quick else args.rounds
     npairs = n // 4
 
-    bare_sync = time_sync(target, n, repeats)
-    bare_async = time_async(atarget, n, repeats)
-    bare_pairs = time_sync_pairs(flaky_factory(), npairs, repeats)
-    bare_apairs = time_async_pairs(aflaky_factory(), npairs, repeats)
-    print(
-        f"python {sys.version.split()[0]}; bare call {bare_sync:.0f} ns sync, "
-        f"{bare_async:.0f} ns async; bare fail+success pair {bare_pairs:.0f} ns sync, "
-        f"{bare_apairs:.0f} ns async"
-    )
     sync_decos, async_decos = sync_contenders(), async_contenders()
-    rows = []
+    # Wrap once; every round times the same wrapped functions.
+    wrapped: dict[str, dict[str, Callable[[], Any]]] = {
+        "bare": {
+            "sync": target,
+            "async": atarget,
+            "pair": flaky_factory(),
+            "apair": aflaky_factory(),
+        }
+    }
     for name in sync_decos:
         sdeco, adeco = sync_decos[name], async_decos[name]
-        s = p = g = a = ap = None
+        kinds: dict[str, Callable[[], Any]] = {}
         if sdeco is not None:
-            s = (time_sync(sdeco(target), n, repeats) - bare_sync) / 1e3
-            # A fresh breaker per scenario would be fairer still, but the threshold is never
-            # reached, so the recorded failures do not change any contender's path.
-            p = (time_sync_pairs(sdeco(flaky_factory()), npairs, repeats) - bare_pairs) / 1e3
-            g = blocks_per_call(sdeco(target))
+            kinds["sync"] = sdeco(target)
+            kinds["pair"] = sdeco(flaky_factory())
         if adeco is not None:
-            a = (time_async(adeco(atarget), n, repeats) - bare_async) / 1e3
-            ap = (time_async_pairs(adeco(aflaky_factory()), npairs, repeats) - bare_apairs) / 1e3
-        rows.append((name, s, a, p, ap, g))
-        print(f"{name:<28} sync {fmt(s)}  async {fmt(a)}  pair {fmt(p)}  apair {fmt(ap)}")
+            kinds["async"] = adeco(atarget)
+            kinds["apair"] = adeco(aflaky_factory())
+        wrapped[name] = kinds
+    timers = {
+        "sync": lambda fn: time_sync(fn, n, repeats),
+        "async": lambda fn: time_async(fn, n, repeats),
+        "pair": lambda fn: time_sync_pairs(fn, npairs, repeats),
+        "apair": lambda fn: time_async_pairs(fn, npairs, repeats),
+    }
+    # Rounds interleave the contenders, so a burst of load from elsewhere on the machine
+    # hits them all alike; each keeps its best round.
+    best: dict[tuple[str, str], float] = {}
+    for _ in range(rounds):
+        for name, kinds in wrapped.items():
+            for kind, fn in kinds.items():
+                ns = timers[kind](fn)
+                best[name, kind] = min(best.get((name, kind), float("inf")), ns)
+    print(
+        f"python {sys.version.split()[0]}; bare call {best['bare', 'sync']:.0f} ns sync, "
+        f"{best['bare', 'async']:.0f} ns async; bare fail+success pair "
+        f"{best['bare', 'pair']:.0f} ns sync, {best['bare', 'apair']:.0f} ns async; "
+        f"best of {rounds} interleaved rounds x {repeats} repeats"
+    )
+
+    def overhead(name: str, kind: str) -> float | None:
+        if (name, kind) not in best:
+            return None
+        return (best[name, kind] - best["bare", kind]) / 1e3
+
     print()
     print(
         "| breaker | success sync (+µs) | success async (+µs) | fail+success pair sync (+µs) "
         "| fail+success pair async (+µs) | blocks kept per call | thread-safe |"
     )
     print("|---|---:|---:|---:|---:|---:|---|")
-    for name, s, a, p, ap, g in rows:
-        print(
-            f"| {name} | {fmt(s)} | {fmt(a)} | {fmt(p)} | {fmt(ap)} | {fmt(g)} "
-            f"| {THREAD_SAFE[name]} |"
-        )
+    for name in sync_decos:
+        sync_fn = wrapped[name].get("sync")
+        garbage = blocks_per_call(sync_fn) if sync_fn is not None else None
+        cells = [fmt(overhead(name, kind)) for kind in ("sync", "async", "pair", "apair")]
+        print(f"| {name} | {' | '.join(cells)} | {fmt(garbage)} | {THREAD_SAFE[name]} |")
 
 
 if __name__ == "__main__":
