@@ -98,8 +98,11 @@ def _async(make: Callable[[], Any], n: int, url: str, *, aiohttp_style: bool) ->
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument(
+        "--only", help="comma-separated clients: requests,httpx,httpx async,aiohttp"
+    )
     args = parser.parse_args()
     if args.requests < 1 or args.rounds < 1:
         parser.error("--requests and --rounds must be >= 1")
@@ -145,6 +148,9 @@ def main() -> int:
             "| plain CPU µs/req | resetguard CPU µs/req | CPU overhead |"
         )
         print("|---|---:|---:|---:|---:|---:|---:|")
+        if args.only:
+            wanted = set(args.only.split(","))
+            pairs = [p for p in pairs if p[0] in wanted]
         for name, plain, ours in pairs:
             a: list[Sample] = []
             b: list[Sample] = []

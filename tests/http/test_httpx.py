@@ -63,9 +63,14 @@ def _check_race(srv: FaultServer, out, *, key: bool) -> None:
 @pytest.mark.parametrize("rst", [False, True], ids=["fin", "rst"])
 @pytest.mark.parametrize("key", [False, True], ids=["post", "post-with-key"])
 def test_keepalive_race_sync(rst, key):
-    with FaultServer(**RACE, idle_rst=rst) as srv, Client(policy=HTTPPolicy(learn_idle=False)) as c:
+    fake = FakeTime()  # only the waits are fake: a stale replay must not wait at all
+    policy = HTTPPolicy(
+        learn_idle=False, retry=Retry(sleep=fake.sleep, async_sleep=fake.async_sleep)
+    )
+    with FaultServer(**RACE, idle_rst=rst) as srv, Client(policy=policy) as c:
         out = run(_sender(c, srv.url), n=16, gap=GAP, key=key)
     _check_race(srv, out, key=key)
+    assert fake.sleeps == []
 
 
 @pytest.mark.parametrize("rst", [False, True], ids=["fin", "rst"])
@@ -113,7 +118,9 @@ def test_keep_alive_header_expires_connections_early():
 
 def test_idle_expiry_and_max_age_retire_connections():
     with FaultServer() as srv, Client(policy=HTTPPolicy(idle_timeout=0.05)) as c:
-        c.get(srv.url + "/ok")
+        first = c.get(srv.url + "/big?size=5000")
+        assert first.content == b"z" * 5000
+        assert first.elapsed.total_seconds() > 0  # the client still closes what we buffered
         c.get(srv.url + "/ok")  # immediately: reused
         time.sleep(0.1)
         c.get(srv.url + "/ok")  # idle past 50 ms: a new connection
@@ -327,6 +334,23 @@ def test_transport_wraps_any_transport_and_plain_clients():
     with pytest.raises(TypeError, match=r"resetguard\.Retry"):
         Client(retry=3)  # type: ignore[arg-type]
     assert AsyncRetryTransport().instrumented
+
+
+def test_monitor_counts_reused_resets_and_saved_requests():
+    monitor = resetguard.Monitor(name="http-test").install()
+    try:
+        with FaultServer(**RACE) as srv, Client(policy=HTTPPolicy(learn_idle=False)) as c:
+            out = run(_sender(c, srv.url), n=12, gap=(0.08, 0.1), methods=("GET",))
+        report = monitor.report()
+    finally:
+        monitor.uninstall()
+    assert out.count("GET") == 0
+    assert srv.race_hits >= 1
+    assert report.reused_faults >= srv.race_hits
+    assert report.fresh_faults == 0
+    assert report.recovered >= 1
+    assert report.connections["reused"] >= 1
+    assert report.failure_idle_age.count >= 1
 
 
 def test_connection_events_report_reuse_and_idle_age():

@@ -3,8 +3,8 @@
 aiohttp silently re-sends an idempotent request once when a pooled *or fresh* connection
 breaks; on top of any retry layer that multiplies the number of times the server runs a
 request. :class:`RetrySession` switches that off and decides itself, from what aiohttp's
-tracing signals report for each attempt (connection created or reused, request headers
-and body chunks sent, response head received).
+tracing signals report for each attempt (connection reused or new, request head sent,
+response head received).
 
 Idle expiry here is aiohttp's own ``keepalive_timeout``, set from the policy's
 ``idle_timeout``; aiohttp gives no per-connection hook, so ``Keep-Alive`` hints and learned
@@ -39,16 +39,6 @@ def _progress(ctx: SimpleNamespace) -> Progress | None:
     return progress if isinstance(progress, Progress) else None
 
 
-async def _created(session: Any, ctx: SimpleNamespace, params: Any) -> None:
-    progress = _progress(ctx)
-    if progress is not None:
-        progress.connected = True
-        progress.reused = False
-        progress.received = False
-    if hooks_active():
-        emit(ConnectionEvent(name="aiohttp", action="opened"))
-
-
 async def _reused(session: Any, ctx: SimpleNamespace, params: Any) -> None:
     progress = _progress(ctx)
     if progress is not None:
@@ -61,14 +51,17 @@ async def _reused(session: Any, ctx: SimpleNamespace, params: Any) -> None:
 
 async def _headers_sent(session: Any, ctx: SimpleNamespace, params: Any) -> None:
     progress = _progress(ctx)
-    if progress is not None:
-        progress.bytes_sent += 1  # the head is out; its exact size is not reported
-
-
-async def _chunk_sent(session: Any, ctx: SimpleNamespace, params: Any) -> None:
-    progress = _progress(ctx)
-    if progress is not None:
-        progress.bytes_sent += len(params.chunk)
+    if progress is None:
+        return
+    if progress.reused is None:  # no reuse signal for this attempt: a new connection
+        progress.connected = True
+        progress.reused = False
+        progress.received = False
+        if hooks_active():
+            emit(ConnectionEvent(name="aiohttp", action="opened"))
+    # The head is out (its size is not reported); body chunks follow without a signal:
+    # each signal costs an await per request, and "something was sent" is what counts.
+    progress.bytes_sent += 1
 
 
 async def _response_head(session: Any, ctx: SimpleNamespace, params: Any) -> None:
@@ -80,10 +73,8 @@ async def _response_head(session: Any, ctx: SimpleNamespace, params: Any) -> Non
 
 def _trace_config() -> aiohttp.TraceConfig:
     config = aiohttp.TraceConfig()
-    config.on_connection_create_end.append(_created)
     config.on_connection_reuseconn.append(_reused)
     config.on_request_headers_sent.append(_headers_sent)
-    config.on_request_chunk_sent.append(_chunk_sent)
     config.on_request_end.append(_response_head)
     return config
 

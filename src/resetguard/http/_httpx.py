@@ -349,13 +349,27 @@ def _track_body(request: httpx.Request) -> _OnceStream | _AsyncOnceStream | None
     return tracked
 
 
-def _buffered(response: httpx.Response, chunks: list[bytes]) -> httpx.Response:
-    return httpx.Response(
-        response.status_code,
-        headers=response.headers,
-        stream=httpx.ByteStream(b"".join(chunks)),
-        extensions=response.extensions,
-    )
+def _buffer(response: httpx.Response) -> None:
+    """Read the raw body inside the retry loop; the client then reads it from memory.
+
+    Only the stream is swapped: the response stays open, so the client still closes it
+    and records ``elapsed``, and still decodes the content as usual.
+    """
+    stream = response.stream
+    try:
+        data = b"".join(stream)  # type: ignore[arg-type]
+    finally:
+        stream.close()  # type: ignore[union-attr]
+    response.stream = httpx.ByteStream(data)
+
+
+async def _abuffer(response: httpx.Response) -> None:
+    stream = response.stream
+    try:
+        data = b"".join([chunk async for chunk in stream])  # type: ignore[union-attr]
+    finally:
+        await stream.aclose()  # type: ignore[union-attr]
+    response.stream = httpx.ByteStream(data)
 
 
 # --------------------------------------------------------------------------- transports
@@ -457,9 +471,7 @@ class RetryTransport(_Base, httpx.BaseTransport):
             try:
                 response = self._inner.handle_request(request)
                 if buffered:
-                    chunks = list(response.stream)  # type: ignore[arg-type]
-                    response.close()
-                    response = _buffered(response, chunks)
+                    _buffer(response)
             except Exception as exc:
                 if breaker is not None:
                     breaker._release(ticket, exc, breaker._clock() - t0)
@@ -560,9 +572,7 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
             try:
                 response = await self._inner.handle_async_request(request)
                 if buffered:
-                    chunks = [c async for c in response.stream]  # type: ignore[union-attr]
-                    await response.aclose()
-                    response = _buffered(response, chunks)
+                    await _abuffer(response)
             except Exception as exc:
                 if breaker is not None:
                     breaker._release(ticket, exc, breaker._clock() - t0)
