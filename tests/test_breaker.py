@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 import resetguard
-from resetguard._breaker import BreakerPolicy, CircuitBreaker, CircuitState
+from resetguard._breaker import BreakerPolicy, CircuitBreaker, CircuitState, _default_counts
 
 RESET = ConnectionResetError(104, "Connection reset by peer")
 
@@ -94,6 +94,23 @@ def test_ignored_errors_do_not_break_a_failure_streak() -> None:
     attempt(breaker, fail(ValueError("bad input")))
     attempt(breaker, fail())
     assert breaker.state is CircuitState.OPEN
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionResetError(104, "Connection reset by peer"),
+        ConnectionResetError(),
+        ConnectionResetError(2, "odd errno"),
+        BrokenPipeError(32, "Broken pipe"),
+        ConnectionRefusedError(111, "Connection refused"),
+        ConnectionAbortedError(103, "Software caused connection abort"),
+        TimeoutError("timed out"),
+    ],
+)
+def test_default_counting_shortcut_agrees_with_classify(exc: Exception) -> None:
+    assert _default_counts(exc) is True
+    assert resetguard.classify(exc) is not None
 
 
 def test_counts_predicate_overrides_the_default() -> None:

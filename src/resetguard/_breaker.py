@@ -100,8 +100,21 @@ class CircuitState(str, enum.Enum):
 _STATES = (CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN)
 
 
+# Built-in exceptions that classify() always recognises, whatever their errno or chain:
+# checking their exact type first saves the chain walk on the common failure path.
+_ALWAYS_FAULTS = frozenset(
+    {
+        BrokenPipeError,
+        ConnectionAbortedError,
+        ConnectionRefusedError,
+        ConnectionResetError,
+        TimeoutError,
+    }
+)
+
+
 def _default_counts(error: BaseException) -> bool:
-    return classify(error) is not None
+    return type(error) in _ALWAYS_FAULTS or classify(error) is not None
 
 
 def _check_optional_ratio(name: str, value: float | None) -> float | None:
