@@ -48,9 +48,7 @@ class CircuitOpen(Rejected):
 class BudgetExhausted(Rejected):
     """Raised (only when asked for) when a retry budget refuses a retry."""
 
-    def __init__(
-        self, message: str, *, retry_after: float | None = None, budget: str = ""
-    ) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, budget: str = "") -> None:
         super().__init__(message, retry_after=retry_after)
         self.budget = budget
 
