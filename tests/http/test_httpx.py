@@ -84,6 +84,35 @@ def test_keepalive_race_async(rst):
     _check_race(srv, out, key=False)
 
 
+def test_opt_in_replays_posts_on_the_stale_race():
+    policy = HTTPPolicy(learn_idle=False, retry_stale_non_idempotent=True)
+    with FaultServer(**RACE) as srv, Client(policy=policy) as c:
+        out = run(_sender(c, srv.url), n=16, gap=GAP, methods=("POST",))
+    assert srv.race_hits >= 2
+    assert out.count("POST") == 0, out.errors.get("POST")
+    assert srv.duplicates("POST") == 0  # the server never read a request it closed on
+
+
+def test_ipv6_loopback_learns_per_origin():
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        srv = FaultServer(host="::1", **RACE).start()
+    except OSError:
+        pytest.skip("::1 not available")
+    try:
+        with Client() as c:
+            out = run(_sender(c, srv.url), n=12, gap=(0.08, 0.1), methods=("GET",))
+            (origin,) = c.retry_transport.idle_limits.snapshot()
+    finally:
+        srv.stop()
+    assert out.count("GET") == 0
+    assert origin.origin == f"::1:{srv.port}"
+    assert origin.learned is not None
+
+
 def test_plain_httpx_surfaces_the_race():
     """The baseline: the same workload through a plain client does surface errors."""
     with FaultServer(**RACE) as srv, httpx.Client() as c:

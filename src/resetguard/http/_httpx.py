@@ -389,18 +389,21 @@ class _Base:
         """The :class:`HTTPPolicy` in force."""
         return self._policy
 
-    def _observe(self, origin: str, progress: Progress, response: httpx.Response) -> None:
+    def _observe(
+        self, request: httpx.Request, progress: Progress, response: httpx.Response
+    ) -> None:
+        # The connection's own origin (as httpcore dialled it) keys the limits it enforces.
         keep_alive = response.headers.get("keep-alive")
         if keep_alive is not None:
             seconds = parse_keep_alive(keep_alive)
             if seconds is not None:
-                self.idle_limits.hint(origin, seconds)
+                self.idle_limits.hint(progress.peer or _origin(request.url), seconds)
         if progress.reused and progress.idle_age is not None:
-            self.idle_limits.alive(origin, progress.idle_age)
+            self.idle_limits.alive(progress.peer, progress.idle_age)
 
-    def _failed(self, run: HttpRun, origin: str, progress: Progress) -> None:
+    def _failed(self, run: HttpRun, progress: Progress) -> None:
         if run.stale_close and progress.idle_age is not None:
-            self.idle_limits.closed(origin, progress.idle_age)
+            self.idle_limits.closed(progress.peer, progress.idle_age)
 
 
 class RetryTransport(_Base, httpx.BaseTransport):
@@ -453,7 +456,6 @@ class RetryTransport(_Base, httpx.BaseTransport):
         breaker, budget = retry.breaker, retry.budget
         if budget is not None:
             budget._deposit()
-        origin = _origin(request.url)
         run: HttpRun | None = None
         ticket, t0 = 0, 0.0
         while True:
@@ -483,7 +485,7 @@ class RetryTransport(_Base, httpx.BaseTransport):
                     replayable=body is None or not body.started,
                     buffered=buffered,
                 )
-                self._failed(run, origin, progress)
+                self._failed(run, progress)
                 if delay is None:
                     raise
                 if delay > 0:
@@ -493,7 +495,7 @@ class RetryTransport(_Base, httpx.BaseTransport):
                 current.reset(token)
             if breaker is not None:
                 breaker._release(ticket, None, breaker._clock() - t0)
-            self._observe(origin, progress, response)
+            self._observe(request, progress, response)
             if idempotent and response.status_code in policy.status_codes:
                 if run is None:
                     run = HttpRun(policy, request.method, str(request.url), idempotent=idempotent)
@@ -554,7 +556,6 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
         breaker, budget = retry.breaker, retry.budget
         if budget is not None:
             budget._deposit()
-        origin = _origin(request.url)
         run: HttpRun | None = None
         ticket, t0 = 0, 0.0
         while True:
@@ -584,7 +585,7 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
                     replayable=body is None or not body.started,
                     buffered=buffered,
                 )
-                self._failed(run, origin, progress)
+                self._failed(run, progress)
                 if delay is None:
                     raise
                 if delay > 0:
@@ -594,7 +595,7 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
                 current.reset(token)
             if breaker is not None:
                 breaker._release(ticket, None, breaker._clock() - t0)
-            self._observe(origin, progress, response)
+            self._observe(request, progress, response)
             if idempotent and response.status_code in policy.status_codes:
                 if run is None:
                     run = HttpRun(policy, request.method, str(request.url), idempotent=idempotent)
