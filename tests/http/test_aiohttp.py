@@ -133,3 +133,32 @@ def test_rst_share_refused_and_retry_after(unused_port):
 def test_validation():
     with pytest.raises(TypeError, match="either policy= or retry="):
         RetrySession(policy=HTTPPolicy(), retry=Retry())
+
+
+def test_learned_idle_limit_and_keep_alive_hint_are_enforced():
+    async def race(url):
+        async with RetrySession() as s:
+            send = _sender(s, url)
+            await arun(send, n=10, gap=(0.08, 0.1), methods=("GET",))
+            hits = srv.race_hits
+            out = await arun(send, n=10, gap=(0.08, 0.1), methods=("GET",))
+            return hits, out, s.idle_limits.snapshot()
+
+    with FaultServer(**RACE) as srv:
+        hits, out, snapshot = asyncio.run(race(srv.url))
+    assert hits >= 1
+    assert srv.race_hits == hits, "the race kept happening after the limit was learned"
+    assert out.count("GET") == 0
+    (origin,) = snapshot
+    assert origin.learned is not None
+    assert origin.learned < 0.1
+
+    async def hinted(url):
+        async with RetrySession() as s:
+            for _ in range(3):
+                await s.get(url + "/ok")
+                await asyncio.sleep(0.01)
+
+    with FaultServer(keep_alive_header="timeout=1") as srv:
+        asyncio.run(hinted(srv.url))
+    assert srv.connections == 3

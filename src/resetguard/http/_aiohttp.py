@@ -6,14 +6,16 @@ request. :class:`RetrySession` switches that off and decides itself, from what a
 tracing signals report for each attempt (connection reused or new, request head sent,
 response head received).
 
-Idle expiry here is aiohttp's own ``keepalive_timeout``, set from the policy's
-``idle_timeout``; aiohttp gives no per-connection hook, so ``Keep-Alive`` hints and learned
-per-origin limits are recorded (:attr:`RetrySession.idle_limits`) but not enforced.
+Idle expiry: the connector resetguard creates checks each pooled connection before reuse
+against its origin's limit (configured, ``Keep-Alive`` hint, learned), and learns from the
+connections it finds closed. A connector you pass yourself keeps aiohttp's own
+``keepalive_timeout`` only; ``max_age`` is not applied to aiohttp connections.
 """
 
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Mapping
 from types import SimpleNamespace, TracebackType
 from typing import Any
@@ -41,12 +43,18 @@ def _progress(ctx: SimpleNamespace) -> Progress | None:
 
 async def _reused(session: Any, ctx: SimpleNamespace, params: Any) -> None:
     progress = _progress(ctx)
+    connector = getattr(session, "connector", None)
+    idle, origin = None, ""
+    if isinstance(connector, _Connector):
+        idle, origin = connector._rg_idle, connector._rg_origin
     if progress is not None:
         progress.connected = True
         progress.reused = True
         progress.received = False
+        progress.idle_age = idle
+        progress.peer = origin
     if hooks_active():
-        emit(ConnectionEvent(name="aiohttp", action="reused"))
+        emit(ConnectionEvent(name="aiohttp", action="reused", peer=origin, idle_age=idle))
 
 
 async def _headers_sent(session: Any, ctx: SimpleNamespace, params: Any) -> None:
@@ -77,6 +85,54 @@ def _trace_config() -> aiohttp.TraceConfig:
     config.on_request_headers_sent.append(_headers_sent)
     config.on_request_end.append(_response_head)
     return config
+
+
+class _Connector(aiohttp.TCPConnector):
+    """A TCPConnector that retires pooled connections past their origin's idle limit."""
+
+    def __init__(self, limits: IdleLimits, **options: Any) -> None:
+        super().__init__(**options)
+        self._rg_limits = limits
+        # idle age and origin of the connection about to be reused
+        self._rg_idle: float | None = None
+        self._rg_origin = ""
+
+    async def _get(self, key: Any, *args: Any) -> Any:
+        self._rg_idle = None
+        conns = self._conns.get(key)
+        if conns:
+            self._rg_sweep(key, conns)
+        return await super()._get(key, *args)
+
+    def _rg_sweep(self, key: Any, conns: Any) -> None:
+        # aiohttp stores (protocol, released_at) with time.monotonic; it reuses the
+        # oldest first. Runs with no await before aiohttp pops the entry, so the idle age
+        # left in _rg_idle belongs to the connection the reuse signal reports.
+        origin = self._rg_origin = f"{key.host}:{key.port}"
+        limit = self._rg_limits.limit(origin)
+        now = time.monotonic()
+        while conns:
+            proto, released = conns[0]
+            idle = now - released
+            if not proto.is_connected():
+                self._rg_limits.closed(origin, idle)  # the server closed it while idle
+                if hooks_active():
+                    emit(
+                        ConnectionEvent(name="aiohttp", action="closed", peer=origin, idle_age=idle)
+                    )
+            elif limit is not None and idle > limit:
+                if hooks_active():
+                    emit(
+                        ConnectionEvent(
+                            name="aiohttp", action="expired", peer=origin, idle_age=idle
+                        )
+                    )
+            else:
+                self._rg_idle = idle
+                return
+            conns.popleft()
+            proto.close()
+        del self._conns[key]
 
 
 def _simple_body(kwargs: Mapping[str, Any]) -> tuple[bool, Any]:
@@ -130,8 +186,10 @@ class RetrySession:
         self.idle_limits = IdleLimits(self._policy.idle_timeout, learn=self._policy.learn_idle)
         if "connector" not in session_options:
             idle = self._policy.idle_timeout
-            session_options["connector"] = aiohttp.TCPConnector(
-                limit=100, keepalive_timeout=idle if idle is not None else 15.0
+            session_options["connector"] = _Connector(
+                self.idle_limits,
+                limit=100,
+                keepalive_timeout=idle if idle is not None else 15.0,
             )
         session_options.setdefault("timeout", DEFAULT_TIMEOUT)
         traces = list(session_options.pop("trace_configs", None) or [])
@@ -196,6 +254,8 @@ class RetrySession:
                     except (OSError, ValueError):
                         replayable = False
                 delay = run.failed(exc, progress, replayable=replayable, buffered=read)
+                if run.stale_close and progress.idle_age is not None and progress.peer:
+                    self.idle_limits.closed(progress.peer, progress.idle_age)
                 if delay is None:
                     raise
                 if delay > 0:
@@ -208,6 +268,8 @@ class RetrySession:
                 seconds = parse_keep_alive(keep_alive)
                 if seconds is not None:
                     self.idle_limits.hint(_origin(response.url), seconds)
+            if progress.reused and progress.idle_age is not None and progress.peer:
+                self.idle_limits.alive(progress.peer, progress.idle_age)
             if idempotent and response.status in policy.status_codes:
                 if run is None:
                     run = HttpRun(policy, method, str(url), idempotent=idempotent)
