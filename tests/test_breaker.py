@@ -592,3 +592,15 @@ def test_policy_is_frozen_and_computes_the_open_period() -> None:
     assert policy.open_period(10_000, lambda: 0.0) == 10**9
     with pytest.raises(dataclasses.FrozenInstanceError):
         policy.jitter = 0  # type: ignore[misc]
+
+
+def test_from_policy_builds_independent_breakers() -> None:
+    policy = BreakerPolicy(failure_threshold=1, open_duration=7, jitter=0)
+    first = CircuitBreaker.from_policy(policy, "first", clock=Clock())
+    second = CircuitBreaker.from_policy(policy, "second", clock=Clock())
+    attempt(first, fail())
+    assert (first.state, second.state) == (CircuitState.OPEN, CircuitState.CLOSED)
+    assert first.policy == second.policy == policy
+    assert first.statistics().retry_after == 7
+    with pytest.raises(TypeError, match=r"policy must be a resetguard\.BreakerPolicy, got"):
+        CircuitBreaker.from_policy({"failure_threshold": 1}, "bad")  # type: ignore[arg-type]

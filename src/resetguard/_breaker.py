@@ -12,8 +12,9 @@ or a slow-call rate over a sliding window (the last ``window`` calls, or the las
 *counts* matter: connection faults by default (:func:`resetguard.classify`), any predicate
 with ``counts=``. Other exceptions are ignored: they neither fail nor succeed.
 
-The hot path (closed, successful call) reads one attribute without the lock, then takes the
-lock once to record the outcome in preallocated counters: no allocation per call.
+The hot path (closed breaker, successful call, no rate trigger) takes no lock: one attribute
+read before the call, one atomic counter increment after. With a rate trigger, outcomes are
+recorded under a short lock in preallocated counters. Nothing is allocated per call.
 
 Example::
 
@@ -405,6 +406,30 @@ class CircuitBreaker:
         self._ring_pos = self._ring_filled = 0
         self._epoch: int | None = None
         self._set_fast_ticket()
+
+    @classmethod
+    def from_policy(
+        cls,
+        policy: BreakerPolicy,
+        name: str = "breaker",
+        *,
+        counts: Callable[[BaseException], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        random: Callable[[], float] = _default_random,
+    ) -> CircuitBreaker:
+        """A new breaker (its own state) configured by a shared :class:`BreakerPolicy`.
+
+        Example::
+
+            >>> import resetguard
+            >>> strict = resetguard.BreakerPolicy(failure_threshold=2, open_duration=5)
+            >>> resetguard.CircuitBreaker.from_policy(strict, "a").policy == strict
+            True
+        """
+        if not isinstance(policy, BreakerPolicy):
+            raise TypeError(f"policy must be a resetguard.BreakerPolicy, got {policy!r}")
+        fields = {field: getattr(policy, field) for field in policy.__dataclass_fields__}
+        return cls(name, counts=counts, clock=clock, random=random, **fields)
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} {self.state.value}>"
