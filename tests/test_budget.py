@@ -12,6 +12,8 @@ import socket
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import resetguard
 from resetguard._budget import RetryBudget
@@ -267,3 +269,59 @@ def test_bad_name_and_listener() -> None:
         RetryBudget(None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="listener must be callable, got 3"):
         RetryBudget().add_listener(3)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- against a model
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ratio=st.sampled_from([0.25, 0.5, 1.0]),
+    floor=st.sampled_from([0.0, 0.25, 0.5]),
+    buckets=st.sampled_from([1, 2, 4]),
+    ops=st.lists(
+        st.one_of(
+            st.just("deposit"),
+            st.just("withdraw"),
+            st.sampled_from([0.5, 1.0, 1.5, 3.0, 9.0]),  # advance the clock
+        ),
+        max_size=80,
+    ),
+)
+def test_balance_matches_a_plain_model(
+    ratio: float, floor: float, buckets: int, ops: list[object]
+) -> None:
+    """The model keeps every event with its time and forgets those whose bucket left."""
+    ttl = 4.0
+    width = ttl / buckets
+    clock = Clock(0.0)
+    budget = RetryBudget(
+        "model", ratio=ratio, min_per_second=floor, ttl=ttl, buckets=buckets, clock=clock
+    )
+    events: list[tuple[int, str]] = []  # (bucket epoch, kind)
+
+    def model_balance() -> float:
+        current = int(clock.now // width)
+        live = [kind for epoch, kind in events if epoch > current - buckets]
+        return floor * ttl + ratio * live.count("deposit") - live.count("withdraw")
+
+    granted = refused = 0
+    for op in ops:
+        if op == "deposit":
+            budget.deposit()
+            events.append((int(clock.now // width), "deposit"))
+        elif op == "withdraw":
+            allowed = model_balance() >= 1 - 1e-9
+            assert budget.withdraw() is allowed
+            if allowed:
+                granted += 1
+                events.append((int(clock.now // width), "withdraw"))
+            else:
+                refused += 1
+        else:
+            assert isinstance(op, float)
+            clock.now += op
+        assert budget.balance == pytest.approx(model_balance())
+    stats = budget.statistics()
+    assert (stats.withdrawals, stats.refusals) == (granted, refused)
+    assert stats.deposits == ops.count("deposit")
