@@ -604,3 +604,28 @@ def test_from_policy_builds_independent_breakers() -> None:
     assert first.statistics().retry_after == 7
     with pytest.raises(TypeError, match=r"policy must be a resetguard\.BreakerPolicy, got"):
         CircuitBreaker.from_policy({"failure_threshold": 1}, "bad")  # type: ignore[arg-type]
+
+
+def test_acall_and_async_decorator_under_trio() -> None:
+    trio = pytest.importorskip("trio")
+    clock = Clock()
+    breaker = make(clock, failure_threshold=1)
+
+    @breaker
+    async def down() -> None:
+        await trio.sleep(0)
+        raise RESET
+
+    async def scenario() -> list[str]:
+        seen = [await breaker.acall(trio.sleep, 0) or "slept"]
+        try:
+            await down()
+        except ConnectionResetError:
+            seen.append("reset")
+        try:
+            await breaker.acall(trio.sleep, 0)
+        except resetguard.CircuitOpen:
+            seen.append("rejected")
+        return seen
+
+    assert trio.run(scenario) == ["slept", "reset", "rejected"]
