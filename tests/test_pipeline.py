@@ -179,3 +179,30 @@ def test_total_outage_fails_fast_with_a_breaker(unused_port: int) -> None:
             outcomes.append("open")
     assert len(attempts) == 3  # one logical call's 3 attempts opened the breaker
     assert outcomes == ["refused"] + ["open"] * 9
+
+
+def test_cancelled_probe_gives_its_half_open_slot_back() -> None:
+    t = FakeTime()
+    breaker = CircuitBreaker("p", failure_threshold=1, open_duration=1.0, jitter=0, clock=t.clock)
+    pipe = Pipeline().with_breaker(breaker).with_retry(attempts=1, **t.options())
+    with pytest.raises(ConnectionResetError):
+        pipe.call(always_reset, [])
+    t.now += 2.0  # the open period is over: the next call is a half-open probe
+
+    async def hangs() -> str:
+        await asyncio.sleep(10)
+        return "never"
+
+    async def ok() -> str:
+        return "ok"
+
+    async def main() -> str:
+        task = asyncio.create_task(pipe.acall(hangs))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return await pipe.acall(ok)  # the cancelled probe's slot is free again
+
+    assert asyncio.run(main()) == "ok"
+    assert breaker.state is resetguard.CircuitState.CLOSED

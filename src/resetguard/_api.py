@@ -97,6 +97,12 @@ def _drive(p: Retry, fn: Callable[..., R], args: Any, kwargs: Any) -> R:
             if delay > 0:
                 (p.sleep or time.sleep)(delay)
             continue
+        except BaseException as exc:
+            # Cancellation or an interrupt: never retried, but the breaker gets its ticket
+            # back, or a half-open probe slot would be lost for good.
+            if breaker is not None:
+                breaker._release(ticket, exc, breaker._clock() - t0)
+            raise
         if breaker is not None:
             breaker._release(ticket, None, breaker._clock() - t0)
         if run is not None:
@@ -137,6 +143,12 @@ async def _adrive(p: Retry, fn: Callable[..., Awaitable[R]], args: Any, kwargs: 
             if delay > 0:
                 await (p.async_sleep or _clock.async_sleep)(delay)
             continue
+        except BaseException as exc:
+            # Cancellation or an interrupt: never retried, but the breaker gets its ticket
+            # back, or a half-open probe slot would be lost for good.
+            if breaker is not None:
+                breaker._release(ticket, exc, breaker._clock() - t0)
+            raise
         if breaker is not None:
             breaker._release(ticket, None, breaker._clock() - t0)
         if run is not None:

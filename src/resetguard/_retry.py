@@ -84,7 +84,10 @@ class BudgetLike(Protocol):
 
     def _deposit(self) -> None: ...
 
-    def _withdraw(self) -> bool: ...
+    def _withdraw(self, exception: BaseException | None = None) -> bool: ...
+
+    @property
+    def retry_after(self) -> float | None: ...
 
 
 class Attempt(NamedTuple):
@@ -318,7 +321,7 @@ class _Run:
                     reason = "deadline"
                 elif delay > remaining:
                     delay = remaining
-            if reason is None and p.budget is not None and not p.budget._withdraw():
+            if reason is None and p.budget is not None and not p.budget._withdraw(exc):
                 reason = "budget"
         if reason is not None:
             self._give_up(exc, failure, elapsed, reason)
@@ -326,6 +329,7 @@ class _Run:
                 raise BudgetExhausted(
                     f"retry budget {p.budget.name!r} refused a retry of {name or 'the call'}",
                     budget=p.budget.name,
+                    retry_after=p.budget.retry_after,
                 ) from exc
             return None
         # Plain tuples: Attempt objects are only built if the call gives up.
