@@ -69,10 +69,14 @@ def ahand_loop(fn: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[int]]
 def decorators(zero_wait: bool) -> dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]]:
     none = resetguard.Backoff.none()
     return {
-        "hand-written loop": lambda f: ahand_loop(f) if asyncio.iscoroutinefunction(f) else hand_loop(f),
+        "hand-written loop": lambda f: (
+            ahand_loop(f) if asyncio.iscoroutinefunction(f) else hand_loop(f)
+        ),
         "resetguard": resetguard.retry(backoff=none) if zero_wait else resetguard.retry(),
         "backoff": backoff.on_exception(backoff.constant, ConnectionError, max_tries=3, interval=0),
-        "stamina": stamina.retry(on=ConnectionError, attempts=3, wait_initial=0.0, wait_max=0.0, wait_jitter=0.0),
+        "stamina": stamina.retry(
+            on=ConnectionError, attempts=3, wait_initial=0.0, wait_max=0.0, wait_jitter=0.0
+        ),
         "tenacity": tenacity.retry(
             stop=tenacity.stop_after_attempt(3),
             wait=tenacity.wait_none(),
@@ -137,8 +141,8 @@ def main() -> None:
     rows: list[tuple[str, float, float, float, float, float]] = []
     bare_sync = time_sync(target, n, repeats)
     bare_async = time_async(atarget, n, repeats)
-    bare_fail = time_sync(lambda: None, nf, repeats)  # not used for ratios
-    print(f"python {sys.version.split()[0]}; bare call {bare_sync:.0f} ns sync, {bare_async:.0f} ns async")
+    print(f"python {sys.version.split()[0]}; bare call {bare_sync:.0f} ns sync, ", end="")
+    print(f"{bare_async:.0f} ns async")
     print(f"{'library':<20}{'sync +µs':>10}{'async +µs':>11}{'1 fail +µs':>12}{'blocks/call':>13}")
     for name, deco in decorators(zero_wait=True).items():
         sync_ns = time_sync(deco(target), n, repeats) - bare_sync
@@ -148,10 +152,15 @@ def main() -> None:
         fail_ns = time_sync(flaky_wrapped, nf, repeats) - 2 * bare_sync
         garbage = blocks_per_call(deco(target))
         rows.append((name, sync_ns / 1e3, async_ns / 1e3, fail_ns / 1e3, garbage, 0.0))
-        print(f"{name:<20}{sync_ns / 1e3:>10.3f}{async_ns / 1e3:>11.3f}{fail_ns / 1e3:>12.3f}{garbage:>13.3f}")
-    del bare_fail
+        print(
+            f"{name:<20}{sync_ns / 1e3:>10.3f}{async_ns / 1e3:>11.3f}"
+            f"{fail_ns / 1e3:>12.3f}{garbage:>13.3f}"
+        )
     print()
-    print("| library | success sync (+µs/call) | success async (+µs/call) | 1 failure + success, zero sleep (+µs/call) | blocks kept per call |")
+    print(
+        "| library | success sync (+µs/call) | success async (+µs/call) "
+        "| 1 failure + success, zero sleep (+µs/call) | blocks kept per call |"
+    )
     print("|---|---:|---:|---:|---:|")
     for name, s, a, f, g, _ in rows:
         print(f"| {name} | {s:.3f} | {a:.3f} | {f:.3f} | {g:.3f} |")

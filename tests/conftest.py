@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 
 import pytest
 
@@ -47,7 +46,13 @@ def postgres_dsn() -> str:
 def mysql_params() -> dict[str, object]:
     """Connection keywords for the local MariaDB (root, no password, database ``test``)."""
     require_service("MariaDB", MYSQL_HOST, MYSQL_PORT)
-    return {"host": MYSQL_HOST, "port": MYSQL_PORT, "user": "root", "password": "", "database": "test"}
+    return {
+        "host": MYSQL_HOST,
+        "port": MYSQL_PORT,
+        "user": "root",
+        "password": "",
+        "database": "test",
+    }
 
 
 @pytest.fixture(scope="session")
@@ -58,9 +63,9 @@ def redis_url() -> str:
 
 
 @pytest.fixture
-def unused_port() -> Iterator[int]:
+def unused_port() -> int:
     """A loopback TCP port nobody listens on (bound then released)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    yield port
+    return port

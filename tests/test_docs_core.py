@@ -28,7 +28,7 @@ def _blocks() -> list[tuple[str, int, str]]:
 @pytest.mark.parametrize(("page", "index", "code"), _blocks(), ids=lambda v: str(v)[:30])
 def test_doc_example_runs(page: str, index: int, code: str) -> None:
     namespace: dict[str, object] = {"__name__": f"docs_{index}"}
-    exec(compile(code, f"{page}[{index}]", "exec"), namespace)  # noqa: S102
+    exec(compile(code, f"{page}[{index}]", "exec"), namespace)
 
 
 @pytest.mark.parametrize(

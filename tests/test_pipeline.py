@@ -24,7 +24,11 @@ def test_breaker_opening_mid_call_surfaces_the_users_error() -> None:
     t = FakeTime()
     breaker = CircuitBreaker("dep", failure_threshold=2, clock=t.clock, jitter=0)
     gave_up: list[resetguard.GaveUp] = []
-    pipe = Pipeline().with_breaker(breaker).with_retry(attempts=5, on_giveup=gave_up.append, **t.options())
+    pipe = (
+        Pipeline()
+        .with_breaker(breaker)
+        .with_retry(attempts=5, on_giveup=gave_up.append, **t.options())
+    )
     calls: list[int] = []
     with pytest.raises(ConnectionResetError) as info:
         pipe.call(always_reset, calls)
@@ -36,7 +40,8 @@ def test_breaker_opening_mid_call_surfaces_the_users_error() -> None:
     with pytest.raises(CircuitOpen) as refused:
         pipe.call(always_reset, calls)
     assert len(calls) == 2
-    assert refused.value.retry_after is not None and refused.value.retry_after > 0
+    assert refused.value.retry_after is not None
+    assert refused.value.retry_after > 0
 
 
 def test_budget_refusal_surfaces_the_original_error() -> None:
@@ -58,7 +63,9 @@ def test_budget_refusal_surfaces_the_original_error() -> None:
 
 def test_budget_can_raise_budget_exhausted() -> None:
     t = FakeTime()
-    budget = RetryBudget("b", ratio=0.1, min_per_second=0, ttl=10, clock=t.clock, raise_on_exhausted=True)
+    budget = RetryBudget(
+        "b", ratio=0.1, min_per_second=0, ttl=10, clock=t.clock, raise_on_exhausted=True
+    )
     pipe = Pipeline().with_budget(budget).with_retry(**t.options())
     with pytest.raises(resetguard.BudgetExhausted) as info:
         pipe.call(always_reset, [])
@@ -104,7 +111,8 @@ def test_pipeline_as_decorator_sync_and_async() -> None:
     assert asyncio.run(async_fn()) == "aok"
     assert state["n"] == 4
     stats = breaker.statistics()
-    assert stats.failures == 2 and stats.successes == 2
+    assert stats.failures == 2
+    assert stats.successes == 2
 
 
 def test_short_form_on_retry_decorator() -> None:
@@ -128,7 +136,9 @@ def test_async_pipeline_breaker_and_budget() -> None:
     t = FakeTime()
     breaker = CircuitBreaker("a", failure_threshold=3, clock=t.clock)
     budget = RetryBudget("a", clock=t.clock)
-    pipe = Pipeline().with_budget(budget).with_breaker(breaker).with_retry(attempts=5, **t.options())
+    pipe = (
+        Pipeline().with_budget(budget).with_breaker(breaker).with_retry(attempts=5, **t.options())
+    )
     calls: list[int] = []
 
     async def down() -> None:

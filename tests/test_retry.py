@@ -315,10 +315,17 @@ def test_retrying_block() -> None:
 
 def test_retrying_reraises_when_giving_up() -> None:
     t = FakeTime()
-    with pytest.raises(KeyError):
+    tries = []
+
+    def block() -> None:
         for attempt in resetguard.retrying(**t.options()):
             with attempt:
+                tries.append(attempt.number)
                 raise KeyError("not retried")
+
+    with pytest.raises(KeyError):
+        block()
+    assert tries == [1]
 
 
 def test_retrying_requires_with() -> None:
@@ -436,7 +443,9 @@ def test_policy_call_and_acall() -> None:
         ({"attemps": 3}, TypeError, "attemps"),
     ],
 )
-def test_bad_retry_arguments_name_the_value(kwargs: dict[str, object], error: type, names: str) -> None:
+def test_bad_retry_arguments_name_the_value(
+    kwargs: dict[str, object], error: type, names: str
+) -> None:
     with pytest.raises(error, match=names):
         resetguard.retry(**kwargs)
 
@@ -515,7 +524,9 @@ def rst_then_serve() -> Iterator[tuple[int, list[int]]]:
     thread.join(5)
 
 
-def test_real_reset_from_a_loopback_server_is_retried(rst_then_serve: tuple[int, list[int]]) -> None:
+def test_real_reset_from_a_loopback_server_is_retried(
+    rst_then_serve: tuple[int, list[int]],
+) -> None:
     port, accepted = rst_then_serve
 
     @resetguard.retry(backoff=Backoff.constant(0.01))
@@ -540,7 +551,8 @@ def test_real_refused_connection_gives_up_with_history(unused_port: int) -> None
         connect()
     hist = resetguard.history(info.value)
     assert len(hist) == 2
-    assert hist[0].failure is not None and hist[0].failure.kind is Kind.REFUSED
+    assert hist[0].failure is not None
+    assert hist[0].failure.kind is Kind.REFUSED
 
 
 # --------------------------------------------------------------------------- purity
