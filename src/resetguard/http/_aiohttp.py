@@ -2,9 +2,10 @@
 
 aiohttp silently re-sends an idempotent request once when a pooled *or fresh* connection
 breaks; on top of any retry layer that multiplies the number of times the server runs a
-request. :class:`RetrySession` switches that off and decides itself, from what aiohttp's
-tracing signals report for each attempt (connection reused or new, request head sent,
-response head received).
+request. :class:`RetrySession` switches that off and decides itself, from what its
+connector records for each attempt (connection reused or new, idle age) and whether the
+response head had arrived. aiohttp's tracing signals would also tell how much was sent,
+but any ``TraceConfig`` costs ~25 µs per request, so they are not used.
 
 Idle expiry: the connector resetguard creates checks each pooled connection before reuse
 against its origin's limit (configured, ``Keep-Alive`` hint, learned), and learns from the
@@ -17,7 +18,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Mapping
-from types import SimpleNamespace, TracebackType
+from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -28,63 +29,12 @@ from .._exceptions import Rejected
 from .._retry import Retry
 from ._idle import IdleLimits
 from ._rules import HTTPPolicy, Progress, is_idempotent, parse_keep_alive
-from ._run import HttpRun, resolve_policy
+from ._run import HttpRun, current, resolve_policy
 
 __all__ = ["DEFAULT_TIMEOUT", "RetrySession"]
 
 #: No total limit (the policy's deadline bounds retries), 5 s to connect, 30 s per read.
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=30.0)
-
-
-def _progress(ctx: SimpleNamespace) -> Progress | None:
-    progress = getattr(ctx, "trace_request_ctx", None)
-    return progress if isinstance(progress, Progress) else None
-
-
-async def _reused(session: Any, ctx: SimpleNamespace, params: Any) -> None:
-    progress = _progress(ctx)
-    connector = getattr(session, "connector", None)
-    idle, origin = None, ""
-    if isinstance(connector, _Connector):
-        idle, origin = connector._rg_idle, connector._rg_origin
-    if progress is not None:
-        progress.connected = True
-        progress.reused = True
-        progress.received = False
-        progress.idle_age = idle
-        progress.peer = origin
-    if hooks_active():
-        emit(ConnectionEvent(name="aiohttp", action="reused", peer=origin, idle_age=idle))
-
-
-async def _headers_sent(session: Any, ctx: SimpleNamespace, params: Any) -> None:
-    progress = _progress(ctx)
-    if progress is None:
-        return
-    if progress.reused is None:  # no reuse signal for this attempt: a new connection
-        progress.connected = True
-        progress.reused = False
-        progress.received = False
-        if hooks_active():
-            emit(ConnectionEvent(name="aiohttp", action="opened"))
-    # The head is out (its size is not reported); body chunks follow without a signal:
-    # each signal costs an await per request, and "something was sent" is what counts.
-    progress.bytes_sent += 1
-
-
-async def _response_head(session: Any, ctx: SimpleNamespace, params: Any) -> None:
-    progress = _progress(ctx)
-    if progress is not None:
-        progress.write_done = True
-        progress.received = True
-
-
-def _trace_config() -> aiohttp.TraceConfig:
-    config = aiohttp.TraceConfig()
-    config.on_connection_reuseconn.append(_reused)
-    config.on_request_headers_sent.append(_headers_sent)
-    config.on_request_end.append(_response_head)
-    return config
 
 
 class _Connector(aiohttp.TCPConnector):
@@ -93,22 +43,34 @@ class _Connector(aiohttp.TCPConnector):
     def __init__(self, limits: IdleLimits, **options: Any) -> None:
         super().__init__(**options)
         self._rg_limits = limits
-        # idle age and origin of the connection about to be reused
-        self._rg_idle: float | None = None
-        self._rg_origin = ""
+        self._rg_idle: float | None = None  # idle age of the connection about to be reused
 
     async def _get(self, key: Any, *args: Any) -> Any:
+        # Runs in the requesting task, so ``current`` is that request's attempt.
         self._rg_idle = None
         conns = self._conns.get(key)
         if conns:
             self._rg_sweep(key, conns)
-        return await super()._get(key, *args)
+        connection = await super()._get(key, *args)
+        progress = current.get()
+        if progress is not None:
+            origin = f"{key.host}:{key.port}"
+            progress.peer = origin
+            progress.received = False
+            progress.reused = connection is not None
+            if connection is not None:
+                progress.idle_age = self._rg_idle
+            if hooks_active():
+                action = "reused" if connection is not None else "opened"
+                idle = progress.idle_age
+                emit(ConnectionEvent(name="aiohttp", action=action, peer=origin, idle_age=idle))
+        return connection
 
     def _rg_sweep(self, key: Any, conns: Any) -> None:
-        # aiohttp stores (protocol, released_at) with time.monotonic; it reuses the
-        # oldest first. Runs with no await before aiohttp pops the entry, so the idle age
-        # left in _rg_idle belongs to the connection the reuse signal reports.
-        origin = self._rg_origin = f"{key.host}:{key.port}"
+        # aiohttp stores (protocol, released_at) with time.monotonic and reuses the oldest
+        # first; nothing awaits between this sweep and aiohttp popping that entry, so the
+        # idle age left in _rg_idle belongs to the connection _get returns.
+        origin = f"{key.host}:{key.port}"
         limit = self._rg_limits.limit(origin)
         now = time.monotonic()
         while conns:
@@ -192,10 +154,7 @@ class RetrySession:
                 keepalive_timeout=idle if idle is not None else 15.0,
             )
         session_options.setdefault("timeout", DEFAULT_TIMEOUT)
-        traces = list(session_options.pop("trace_configs", None) or [])
-        self.session = aiohttp.ClientSession(
-            trace_configs=[_trace_config(), *traces], **session_options
-        )
+        self.session = aiohttp.ClientSession(**session_options)
         # aiohttp's own silent replay (one re-send of an idempotent request on any broken
         # connection) would multiply with ours; the rules below decide instead.
         self.session._retry_connection = False
@@ -232,10 +191,13 @@ class RetrySession:
                     break
                 t0 = breaker._clock()
             progress = Progress()
+            token = current.set(progress)
             try:
-                response = await self.session.request(
-                    method, url, trace_request_ctx=progress, **kwargs
-                )
+                response = await self.session.request(method, url, **kwargs)
+                # The head arrived. How much was written is not reported (a tracing
+                # signal per request costs ~25 µs), so it stays unknown: the rules then
+                # lean on reuse, "any byte received" and the exception.
+                progress.received = True
                 if read:
                     try:
                         await response.read()
@@ -247,7 +209,7 @@ class RetrySession:
                     breaker._release(ticket, exc, breaker._clock() - t0)
                 if run is None:
                     run = HttpRun(policy, method, str(url), idempotent=idempotent)
-                replayable = simple or progress.bytes_sent == 0
+                replayable = simple
                 if rewind is not None:
                     try:
                         rewind[0].seek(rewind[1])
@@ -261,6 +223,8 @@ class RetrySession:
                 if delay > 0:
                     await (retry.async_sleep or _clock.async_sleep)(delay)
                 continue
+            finally:
+                current.reset(token)
             if breaker is not None:
                 breaker._release(ticket, None, breaker._clock() - t0)
             keep_alive = response.headers.get("Keep-Alive")

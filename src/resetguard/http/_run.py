@@ -194,7 +194,7 @@ class HttpRun:
                     elapsed=elapsed,
                 )
             )
-            if progress.connected:
+            if progress.connected or progress.reused is not None:
                 emit(
                     ConnectionEvent(
                         name="http",
