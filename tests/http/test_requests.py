@@ -245,3 +245,21 @@ def test_adapter_mounts_on_a_plain_session_and_validates():
         RetryAdapter(policy=HTTPPolicy(), retry=Retry())
     assert Session(retry=Retry(attempts=5)).retry_adapter.policy.retry.attempts == 5
     assert Session().timeout == (5.0, 30.0)
+
+
+def test_session_pickles_with_its_policy():
+    import pickle
+
+    fake = FakeTime()
+    session = Session(policy=HTTPPolicy(retry=Retry(attempts=4), idle_timeout=2.0))
+    clone = pickle.loads(pickle.dumps(session))
+    adapter = clone.get_adapter("http://x/")
+    assert isinstance(adapter, RetryAdapter)
+    assert adapter.policy.retry.attempts == 4
+    assert adapter.idle_limits.limit("x:80") == 2.0
+    adapter._policy = _fake_policy(fake)
+    with FaultServer() as srv:
+        assert clone.get(srv.url + "/rst", headers={"X-Req-Id": "p"}).status_code == 200
+    assert srv.executions["p"] == 2
+    clone.close()
+    session.close()

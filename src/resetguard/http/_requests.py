@@ -268,10 +268,19 @@ class RetryAdapter(HTTPAdapter):
             pool_block=pool_block,
         )
 
+    # requests pickles the attributes listed here (a list in requests itself)
+    __attrs__ = [*HTTPAdapter.__attrs__, "_policy"]  # noqa: RUF012
+
     @property
     def policy(self) -> HTTPPolicy:
         """The :class:`HTTPPolicy` in force."""
         return self._policy
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # What was learned about origins is not pickled: a new process starts afresh.
+        policy = state.get("_policy") or HTTPPolicy()
+        self.idle_limits = IdleLimits(policy.idle_timeout, learn=policy.learn_idle)
+        super().__setstate__(state)  # type: ignore[misc]
 
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
@@ -395,6 +404,8 @@ class Session(requests.Session):
         self.retry_adapter = RetryAdapter(policy=policy, retry=retry, **adapter_options)
         self.mount("http://", self.retry_adapter)
         self.mount("https://", self.retry_adapter)
+
+    __attrs__ = [*requests.Session.__attrs__, "timeout", "retry_adapter"]  # noqa: RUF012
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         if kwargs.get("timeout") is None:
