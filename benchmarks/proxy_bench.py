@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -151,50 +152,75 @@ def bulk(port: int, conns: int, seconds: float) -> float:
     return total / elapsed / 1e6
 
 
-def pingpong(port: int, rounds: int) -> tuple[float, float]:
-    """p50 and p99 round trip in µs of 100-byte messages on one connection."""
-    with socket.create_connection(("127.0.0.1", port)) as s:
+def pingpong_interleaved(ports: list[int], rounds: int) -> list[tuple[float, float]]:
+    """p50 and p99 round trip in µs of 100-byte messages, one connection per port; the
+    round trips alternate between the ports so that machine noise hits all alike."""
+    socks = []
+    for port in ports:
+        s = socket.create_connection(("127.0.0.1", port))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        times = []
-        clock = time.perf_counter_ns
+        socks.append(s)
+    times: list[list[int]] = [[] for _ in ports]
+    clock = time.perf_counter_ns
+    try:
         for i in range(rounds + 500):
-            t0 = clock()
-            s.sendall(PING)
-            got = 0
-            while got < len(PING):
-                got += len(s.recv(4096))
-            if i >= 500:
-                times.append(clock() - t0)
-    times.sort()
-    return times[len(times) // 2] / 1000, times[int(len(times) * 0.99)] / 1000
-
-
-def churn(port: int, seconds: float, workers: int = 2) -> float:
-    """Connections per second: connect, one 4-byte round trip, close."""
-    counts = [0] * workers
-    deadline = time.perf_counter() + seconds
-
-    def worker(i: int) -> None:
-        n = 0
-        while time.perf_counter() < deadline:
-            with socket.create_connection(("127.0.0.1", port)) as s:
-                s.sendall(b"ping")
+            for s, samples in zip(socks, times, strict=True):
+                t0 = clock()
+                s.sendall(PING)
                 got = 0
-                while got < 4:
-                    data = s.recv(16)
-                    if not data:
-                        break
-                    got += len(data)
-            n += 1
-        counts[i] = n
+                while got < len(PING):
+                    got += len(s.recv(4096))
+                if i >= 500:
+                    samples.append(clock() - t0)
+    finally:
+        for s in socks:
+            s.close()
+    out = []
+    for samples in times:
+        samples.sort()
+        out.append((samples[len(samples) // 2] / 1000, samples[int(len(samples) * 0.99)] / 1000))
+    return out
 
-    start = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(workers)]
+
+def _churn_once(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"ping")
+        got = 0
+        while got < 4:
+            data = s.recv(16)
+            if not data:
+                break
+            got += len(data)
+
+
+def churn_interleaved(ports: list[int], seconds: float, workers: int = 2) -> list[float]:
+    """Connections per second per port (connect, one 4-byte round trip, close) by
+    ``workers`` threads that alternate between the ports; each port is charged the time
+    spent on its own connections."""
+    spent = [[0.0] * len(ports) for _ in range(workers)]
+    counts = [[0] * len(ports) for _ in range(workers)]
+    deadline = time.perf_counter() + seconds * len(ports)
+
+    def worker(w: int) -> None:
+        clock = time.perf_counter
+        while clock() < deadline:
+            for i, port in enumerate(ports):
+                t0 = clock()
+                _churn_once(port)
+                spent[w][i] += clock() - t0
+                counts[w][i] += 1
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return sum(counts) / (time.perf_counter() - start)
+    rates = []
+    for i in range(len(ports)):
+        done = sum(counts[w][i] for w in range(workers))
+        busy = sum(spent[w][i] for w in range(workers)) / workers  # wall time, per thread
+        rates.append(done / busy)
+    return rates
 
 
 def idle_memory(port: int, pid: int | None, n: int) -> float | None:
@@ -274,57 +300,85 @@ def _start_resetguard(
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
 
 
-def measure(
-    label: str, bulk_port: int, echo_port: int, pid: int | None, args: argparse.Namespace
-) -> dict[str, object]:
-    row: dict[str, object] = {"label": label}
-    row["bulk1"] = bulk(bulk_port, 1, args.seconds)
-    row["bulk4"] = bulk(bulk_port, 4, args.seconds)
-    row["p50"], row["p99"] = pingpong(echo_port, args.rounds)
-    row["churn"] = churn(echo_port, args.seconds)
-    row["mem"] = idle_memory(echo_port, pid, args.idle)
-    print(f"  {label}: {row}", file=sys.stderr, flush=True)
-    return row
+def run_rounds(
+    setups: list[tuple[str, int, int, int | None]], args: argparse.Namespace
+) -> list[dict[str, object]]:
+    """Bulk: every setup in each of ``args.rounds`` rounds (the order rotates), medians.
+    Latency and churn: operations alternate between the setups, so that noise from the
+    rest of the machine hits every setup alike; medians over the rounds."""
+    labels = [label for label, *_ in setups]
+    samples: dict[str, dict[str, list[float]]] = {
+        label: {"bulk1": [], "bulk4": [], "p50": [], "p99": [], "churn": []} for label in labels
+    }
+    echo_ports = [echo for _, _, echo, _ in setups]
+    for rnd in range(args.rounds):
+        order = setups[rnd % len(setups) :] + setups[: rnd % len(setups)]
+        for label, bulk_port, _echo, _pid in order:
+            samples[label]["bulk1"].append(bulk(bulk_port, 1, args.seconds))
+            samples[label]["bulk4"].append(bulk(bulk_port, 4, args.seconds))
+        latencies = pingpong_interleaved(echo_ports, args.pings)
+        rates = churn_interleaved(echo_ports, args.seconds)
+        for label, (p50, p99), rate in zip(labels, latencies, rates, strict=True):
+            got = samples[label]
+            got["p50"].append(p50)
+            got["p99"].append(p99)
+            got["churn"].append(rate)
+            line = ", ".join(f"{k} {v[-1]:,.1f}" for k, v in got.items())
+            print(f"  round {rnd + 1} {label}: {line}", file=sys.stderr, flush=True)
+    rows = []
+    direct = samples.get("direct")
+    for label, _bulk, echo_port, pid in setups:
+        row: dict[str, object] = {"label": label}
+        for key, values in samples[label].items():
+            row[key] = statistics.median(values)
+        if direct is not None and label != "direct":
+            for q in ("p50", "p99"):
+                diffs = [a - b for a, b in zip(samples[label][q], direct[q], strict=True)]
+                row[f"added_{q}"] = statistics.median(diffs)
+        row["mem"] = idle_memory(echo_port, pid, args.idle)
+        rows.append(row)
+    return rows
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="per bulk/churn measurement")
-    parser.add_argument("--rounds", type=int, default=5000, help="ping-pong round trips")
+    parser.add_argument("--seconds", type=float, default=1.0, help="per bulk/churn sample")
+    parser.add_argument("--pings", type=int, default=3000, help="ping-pongs per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds")
     parser.add_argument("--idle", type=int, default=2000, help="idle connections for memory")
     parser.add_argument("--out", type=Path, help="write the Markdown section here")
-    parser.add_argument("--only", help="comma-separated row labels to run")
+    parser.add_argument("--only", help="comma-separated substrings of the rows to run")
     args = parser.parse_args()
 
     upstream = subprocess.Popen(
         [sys.executable, __file__, "--_upstream"], stdout=subprocess.PIPE, text=True
     )
     procs: list[subprocess.Popen[bytes]] = []
-    rows: list[dict[str, object]] = []
     notes: list[str] = []
     try:
         assert upstream.stdout is not None
         up = json.loads(upstream.stdout.readline())
         with tempfile.TemporaryDirectory() as tmpdir:
             tmp = Path(tmpdir)
-            setups: list[tuple[str, object]] = [("direct", None)]
+            kinds: list[tuple[str, object]] = [("direct", None)]
             if shutil.which("haproxy"):
-                setups += [("haproxy (default)", False), ("haproxy (splice)", True)]
+                kinds += [("haproxy (default)", False), ("haproxy (splice)", True)]
             else:
                 notes.append("haproxy rows skipped: no `haproxy` binary (apt-get install haproxy).")
-            setups.append(("resetguard (asyncio)", "asyncio"))
+            kinds.append(("resetguard (asyncio)", "asyncio"))
             try:
                 import uvloop  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
 
-                setups.append(("resetguard (uvloop)", "uvloop"))
+                kinds.append(("resetguard (uvloop)", "uvloop"))
             except ImportError:
                 notes.append("uvloop row skipped: uvloop not installed (pip install uvloop).")
-            only = set(args.only.split(",")) if args.only else None
-            for label, kind in setups:
-                if only and not any(o in label for o in only):
-                    continue
+            if args.only:
+                wanted = args.only.split(",")
+                kinds = [k for k in kinds if k[0] == "direct" or any(w in k[0] for w in wanted)]
+            setups: list[tuple[str, int, int, int | None]] = []
+            for label, kind in kinds:
                 if kind is None:
-                    rows.append(measure(label, up["bulk"], up["echo"], None, args))
+                    setups.append((label, up["bulk"], up["echo"], None))
                     continue
                 ports = {"bulk": (_free_port(), up["bulk"]), "echo": (_free_port(), up["echo"])}
                 if isinstance(kind, bool):
@@ -332,12 +386,10 @@ def main() -> int:
                 else:
                     proc = _start_resetguard(ports, tmp, kind == "uvloop")
                 procs.append(proc)
-                try:
-                    _wait_port(ports["bulk"][0])
-                    _wait_port(ports["echo"][0])
-                    rows.append(measure(label, ports["bulk"][0], ports["echo"][0], proc.pid, args))
-                finally:
-                    _stop(proc)
+                _wait_port(ports["bulk"][0])
+                _wait_port(ports["echo"][0])
+                setups.append((label, ports["bulk"][0], ports["echo"][0], proc.pid))
+            rows = run_rounds(setups, args)
     finally:
         for proc in procs:
             _stop(proc)
@@ -350,22 +402,27 @@ def main() -> int:
 
 
 def render(rows: list[dict[str, object]], notes: list[str], args: argparse.Namespace) -> str:
-    direct = next((r for r in rows if r["label"] == "direct"), None)
-    splice = next((r for r in rows if r["label"] == "haproxy (splice)"), None)
-    default = next((r for r in rows if r["label"] == "haproxy (default)"), None)
+    by_label = {str(r["label"]): r for r in rows}
+    splice = by_label.get("haproxy (splice)")
+    default = by_label.get("haproxy (default)")
 
-    def ms(v: object) -> str:
-        return f"{float(v):,.0f}"  # type: ignore[arg-type]
+    def num(row: dict[str, object], key: str) -> float:
+        value = row[key]
+        assert isinstance(value, float | int)
+        return float(value)
 
     out = [
         "## Fault proxy (`resetguard proxy`)",
         "",
         f"`python benchmarks/proxy_bench.py` — {os.cpu_count()} cores, Python "
-        f"{sys.version.split()[0]}, {args.seconds:g} s per bulk/churn row, "
-        f"{args.rounds} ping-pongs, {args.idle} idle connections. Bulk is server -> client "
-        "through the proxy; latency is a 100-byte ping-pong round trip; churn is "
-        "connect + one round trip + close with 2 client threads; memory is the proxy "
-        "process's RSS growth per idle connection.",
+        f"{sys.version.split()[0]}, medians of {args.rounds} rounds. Bulk: server -> client "
+        f"through the proxy, {args.seconds:g} s per sample, setups one after the other "
+        "(order rotating by round). Latency: 100-byte ping-pong round trips "
+        f"({args.pings} per setup and round) and churn: connect + one round trip + close "
+        f"(2 client threads, {args.seconds:g} s per setup and round), both alternating "
+        "between the setups operation by operation so that load from the rest of the "
+        "machine hits all alike; added latency is the difference to direct within a round. "
+        f"Memory: growth of the proxy process's RSS over {args.idle} idle connections.",
         "",
         "| setup | bulk 1 conn MB/s | bulk 4 conns MB/s | RTT p50 µs | RTT p99 µs "
         "| added p50 / p99 µs | churn conn/s | KiB per idle conn |",
@@ -373,31 +430,24 @@ def render(rows: list[dict[str, object]], notes: list[str], args: argparse.Names
     ]
     for r in rows:
         added = "—"
-        if direct is not None and r is not direct:
-            added = (
-                f"+{float(r['p50']) - float(direct['p50']):.0f} / "  # type: ignore[arg-type]
-                f"+{float(r['p99']) - float(direct['p99']):.0f}"  # type: ignore[arg-type]
-            )
-        mem = "—" if r["mem"] is None else f"{float(r['mem']):.1f}"  # type: ignore[arg-type]
+        if "added_p50" in r:
+            added = f"{num(r, 'added_p50'):+.0f} / {num(r, 'added_p99'):+.0f}"
+        mem = "—" if r["mem"] is None else f"{num(r, 'mem'):.1f}"
         out.append(
-            f"| {r['label']} | {ms(r['bulk1'])} | {ms(r['bulk4'])} | {float(r['p50']):.0f} | "  # type: ignore[arg-type]
-            f"{float(r['p99']):.0f} | {added} | {ms(r['churn'])} | {mem} |"  # type: ignore[arg-type]
+            f"| {r['label']} | {num(r, 'bulk1'):,.0f} | {num(r, 'bulk4'):,.0f} "
+            f"| {num(r, 'p50'):.0f} | {num(r, 'p99'):.0f} | {added} "
+            f"| {num(r, 'churn'):,.0f} | {mem} |"
         )
     ours = [r for r in rows if str(r["label"]).startswith("resetguard")]
-    if ours and (splice or default):
+    ref = splice or default
+    if ours and ref is not None:
         out.append("")
         for r in ours:
-            parts = []
-            if splice:
-                parts.append(
-                    f"bulk {float(r['bulk1']) / float(splice['bulk1']):.0%} (1 conn) / "  # type: ignore[arg-type]
-                    f"{float(r['bulk4']) / float(splice['bulk4']):.0%} (4 conns) of haproxy splice"  # type: ignore[arg-type]
-                )
-            ref = splice or default
-            assert ref is not None
-            parts.append(
-                f"churn {float(r['churn']) / float(ref['churn']):.0%} of {ref['label']}"  # type: ignore[arg-type]
-            )
+            parts = [
+                f"bulk {num(r, 'bulk1') / num(ref, 'bulk1'):.0%} (1 conn) and "
+                f"{num(r, 'bulk4') / num(ref, 'bulk4'):.0%} (4 conns) of {ref['label']}",
+                f"churn {num(r, 'churn') / num(ref, 'churn'):.0%} of {ref['label']}",
+            ]
             out.append(f"- {r['label']}: " + "; ".join(parts) + ".")
     for note in notes:
         out.append(f"- {note}")

@@ -135,6 +135,21 @@ def test_large_transfer_through_byte_toxics_is_intact(
     assert got == payload
 
 
+def test_flow_control_resumes_after_a_toxic_releases_held_bytes(
+    fault_proxy: Factory, echo_server: TcpServer
+) -> None:
+    """More than the high-water mark held by a latency toxic pauses reading; the bytes
+    it then releases must resume it."""
+    payload = os.urandom(4 << 20)
+    proxy = fault_proxy(echo_server.address, toxics=[Latency(latency=50, stream="upstream")])
+    with connect(proxy, timeout=20) as s:
+        t = threading.Thread(target=lambda: (s.sendall(payload), s.shutdown(socket.SHUT_WR)))
+        t.start()
+        got = read_all(s)
+        t.join()
+    assert got == payload
+
+
 def test_half_close_is_passed_on(fault_proxy: Factory, echo_server: TcpServer) -> None:
     proxy = fault_proxy(echo_server.address)
     with connect(proxy) as s:
@@ -505,6 +520,28 @@ def test_client_vanishing_mid_stream_leaves_the_proxy_working(
     assert all(isinstance(e, ConnectionError) for e in server.errors)
     with connect(proxy) as s:
         assert len(s.recv(1000)) > 0
+
+
+def test_pipes_never_carry_bytes_into_another_connection(
+    fault_proxy: Factory, tcp_server: Callable[..., TcpServer]
+) -> None:
+    """Connections aborted mid-splice leave bytes in their pipe; such a pipe must be
+    dropped, not handed to the next connection by the pool."""
+
+    def firehose(conn: socket.socket) -> None:
+        block = b"z" * 65536
+        while True:
+            conn.sendall(block)
+
+    noisy = fault_proxy(tcp_server(firehose).address)
+    quiet = fault_proxy(tcp_server(sender(b"clean")).address)
+    for _ in range(10):
+        s = connect(noisy)
+        s.recv(10)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        with connect(quiet) as c:
+            assert read_all(c) == b"clean"
 
 
 def test_upstream_vanishing_mid_stream_resets_the_client(
