@@ -292,3 +292,13 @@ def test_http_details(client: Api) -> None:
     resp = client.conn.getresponse()
     assert resp.status == 201
     resp.read()
+
+
+def test_closing_the_server_closes_keep_alive_api_connections() -> None:
+    server = FaultProxyServer(api="127.0.0.1:0").start()
+    client = Api(server)
+    assert client.call("GET", "/version")[0] == 200  # the connection stays open
+    start = time.monotonic()
+    server.close()
+    assert time.monotonic() - start < 5
+    client.conn.close()

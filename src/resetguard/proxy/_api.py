@@ -33,10 +33,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ._proxy import Engine, Proxy, ProxyError, format_address
+from ._proxy import Engine, Proxy, ProxyError
 from ._toxics import Toxic, ToxicError, toxic_from_json
 
-__all__ = ["TOXIPROXY_API_VERSION", "render_metrics", "start_api"]
+__all__ = ["TOXIPROXY_API_VERSION", "ApiServer", "render_metrics", "start_api"]
 
 _log = logging.getLogger("resetguard.proxy.api")
 
@@ -76,13 +76,44 @@ def _error(status: int, message: str) -> _Response:
     return _json(status, {"error": message, "status": status})
 
 
-async def start_api(engine: Engine, host: str, port: int) -> asyncio.Server:
+class ApiServer:
+    """The running API: its listening socket and its open client connections."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.server is not None
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return host, port
+
+    def close(self) -> None:
+        """Stop listening and close every client connection (keep-alive ones too)."""
+        if self.server is not None:
+            self.server.close()
+        for writer in list(self.writers):
+            writer.close()
+
+    async def wait_closed(self) -> None:
+        if self.server is not None:
+            await self.server.wait_closed()
+
+
+async def start_api(engine: Engine, host: str, port: int) -> ApiServer:
     """Serve the API for ``engine``'s proxies on ``host:port`` (on the running loop)."""
+    api = ApiServer()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _serve_connection(engine, reader, writer)
+        api.writers.add(writer)
+        try:
+            await _serve_connection(engine, reader, writer)
+        finally:
+            api.writers.discard(writer)
 
-    return await asyncio.start_server(handle, host, port, reuse_address=True, limit=_MAX_HEAD)
+    api.server = await asyncio.start_server(handle, host, port, reuse_address=True, limit=_MAX_HEAD)
+    return api
 
 
 async def _serve_connection(
@@ -491,7 +522,3 @@ def render_metrics(engine: Engine) -> str:
         [(labels, stat[1]) for labels, stat in toxic_rows],
     )
     return "\n".join(out) + "\n"
-
-
-def api_url(host: str, port: int) -> str:
-    return "http://" + format_address(host, port)

@@ -101,7 +101,7 @@ def _list_toxics() -> str:
             default = "required" if required else f"default {f.default}"
             attrs.append(f"{f.name} ({unit}, {default})")
         doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-        doc = " ".join(doc.split())
+        doc = " ".join(doc.replace("``", "").split())
         lines.append(f"{name}: {', '.join(attrs) or 'no attributes'}\n    {doc}")
     return "\n".join(lines)
 

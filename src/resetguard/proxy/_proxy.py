@@ -278,7 +278,6 @@ class _Link:
         "clock",
         "conn",
         "dfd",
-        "direction",
         "dst",
         "ending",
         "eof_seen",
@@ -310,8 +309,7 @@ class _Link:
         self.dst = dst
         self.sfd = src.fileno()
         self.dfd = dst.fileno()
-        self.direction = direction  # 0 upstream, 1 downstream
-        self.stats = conn.proxy.stats[direction]  # [received, sent]
+        self.stats = conn.proxy.stats[direction]  # direction 0 upstream, 1 downstream
         self.stages: tuple[tuple[str, Stage], ...] = ()
         self.head: Stage | None = None
         self.wbuf: deque[bytes | memoryview] | None = None  # made when first needed

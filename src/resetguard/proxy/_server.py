@@ -22,7 +22,7 @@ from random import Random
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._api import start_api
+from ._api import ApiServer, start_api
 from ._proxy import Engine, Proxy, ProxyError, format_address, parse_address
 from ._toxics import Toxic, ToxicError, parse_toxic, toxic_from_json
 
@@ -88,7 +88,7 @@ class FaultProxyServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._thread: threading.Thread | None = None
-        self._api: asyncio.Server | None = None
+        self._api: ApiServer | None = None
         self.api_address: str | None = None
         """``HOST:PORT`` the API listens on, once started (``None`` without an API)."""
 
@@ -110,8 +110,7 @@ class FaultProxyServer:
                 raise ProxyError(
                     f"cannot listen for the API on {self._api_listen}: {reason}"
                 ) from None
-            bound = self._api.sockets[0].getsockname()
-            self.api_address = format_address(bound[0], bound[1])
+            self.api_address = format_address(*self._api.address)
 
     async def _shutdown(self) -> None:
         if self._api is not None:
