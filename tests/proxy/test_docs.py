@@ -52,3 +52,28 @@ def test_example_runs(where: str, mode: str, code: str, postgres_dsn: str, tmp_p
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\b3 passed\b", result.stdout), result.stdout
+
+
+def test_json_config_example_is_valid() -> None:
+    from resetguard.proxy._config import parse_config
+
+    blocks = re.findall(r"```json\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+    assert blocks
+    for block in blocks:
+        config = parse_config(__import__("json").loads(block), source="docs")
+        assert config.proxies
+
+
+def test_toxic_specs_in_the_text_parse() -> None:
+    from resetguard.proxy import ToxicError, parse_toxic
+
+    text = DOC.read_text(encoding="utf-8")
+    specs = set(re.findall(r"--toxic ([a-z_]+\S*)", text))
+    specs |= set(re.findall(r"`((?:reset_peer|latency|idle_reset|limit_data)(?::[^`\s]+)+)`", text))
+    assert len(specs) >= 5
+    for spec in specs:
+        if spec == "latency:latency=fast":  # the documented bad example
+            with pytest.raises(ToxicError):
+                parse_toxic(spec)
+            continue
+        assert parse_toxic(spec)
