@@ -30,6 +30,7 @@ import resetguard
 
 logging.getLogger("backoff").disabled = True
 logging.getLogger("stamina").disabled = True
+stamina.instrumentation.set_on_retry_hooks([])  # no structlog line per retry: time the retry
 
 
 def target() -> int:
