@@ -5,13 +5,16 @@ The transport wraps any httpx transport. When that transport is httpx's own
 ``HTTPTransport`` (the default), resetguard also wraps httpcore's network backend, so each
 attempt knows whether its connection was reused, how long it had been idle, how many bytes
 went out and whether any response byte came back; and an idle connection is retired
-(reported readable, which makes httpcore discard it) once it passes its origin's idle limit.
+(reported readable, which makes httpcore discard it) once it passes its origin's idle limit:
+when a request next wants it, and for the sync transport also in the background, as soon
+as the limit passes (:mod:`resetguard.http._reaper`).
 With any other transport the rules fall back to what the exception says, conservatively.
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
@@ -22,6 +25,7 @@ from .. import _clock
 from .._events import ConnectionEvent, emit, hooks_active
 from .._exceptions import Rejected
 from .._retry import Retry
+from . import _reaper
 from ._idle import IdleLimits
 from ._rules import HTTPPolicy, Progress, is_idempotent, parse_keep_alive
 from ._run import HttpRun, current, resolve_policy
@@ -47,6 +51,11 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 _monotonic = time.monotonic
+#: Close an expired connection this long after its limit passes: the limit's own check is
+#: "idle > limit", and a wake-up a hair early would find nothing to close.
+_REAP_SLACK = 0.002
+#: The reaper's shortest wait for a connection that is in use: no busy loop on a long download.
+_REAP_MIN_WAIT = 0.05
 
 
 def _limits(policy: HTTPPolicy, limits: httpx.Limits | None) -> httpx.Limits:
@@ -69,7 +78,16 @@ def _origin(url: httpx.URL) -> str:
 class _Conn:
     """State of one connection, shared by its plain and TLS streams."""
 
-    __slots__ = ("created", "last_used", "limits", "max_age", "origin", "uses")
+    __slots__ = (
+        "__weakref__",
+        "closed",
+        "created",
+        "last_used",
+        "limits",
+        "max_age",
+        "origin",
+        "uses",
+    )
 
     def __init__(self, origin: str, limits: IdleLimits, max_age: float | None) -> None:
         self.origin = origin
@@ -77,6 +95,16 @@ class _Conn:
         self.max_age = max_age
         self.created = self.last_used = _monotonic()
         self.uses = 0
+        self.closed = False
+
+    def due(self) -> float | None:
+        """When this connection passes its idle limit or its max age (None: never)."""
+        limit = self.limits.limit(self.origin)
+        due = None if limit is None else self.last_used + limit
+        if self.max_age is not None:
+            aged = self.created + self.max_age
+            due = aged if due is None else min(due, aged)
+        return due
 
     def bind(self, progress: Progress) -> None:
         """The first write of an attempt: record whether this connection is reused."""
@@ -157,6 +185,7 @@ class _Stream(httpcore.NetworkStream):
         _wrote(progress, self._conn, len(buffer))
 
     def close(self) -> None:
+        self._conn.closed = True
         self._inner.close()
 
     def start_tls(
@@ -196,6 +225,7 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
         _wrote(progress, self._conn, len(buffer))
 
     async def aclose(self) -> None:
+        self._conn.closed = True
         await self._inner.aclose()
 
     async def start_tls(
@@ -223,6 +253,12 @@ class _Backend(httpcore.NetworkBackend):
         self._inner = inner
         self._limits = limits
         self._max_age = max_age
+        #: every connection still referenced by the pool, for the reaper's next due time
+        self.conns: weakref.WeakSet[_Conn] = weakref.WeakSet()
+
+    def _track(self, conn: _Conn) -> _Conn:
+        self.conns.add(conn)
+        return conn
 
     def connect_tcp(
         self,
@@ -237,7 +273,7 @@ class _Backend(httpcore.NetworkBackend):
         )
         origin = f"{host}:{port}"
         _opened(origin)
-        return _Stream(stream, _Conn(origin, self._limits, self._max_age))
+        return _Stream(stream, self._track(_Conn(origin, self._limits, self._max_age)))
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
@@ -245,7 +281,7 @@ class _Backend(httpcore.NetworkBackend):
         stream = self._inner.connect_unix_socket(
             path, timeout=timeout, socket_options=socket_options
         )
-        return _Stream(stream, _Conn(path, self._limits, self._max_age))
+        return _Stream(stream, self._track(_Conn(path, self._limits, self._max_age)))
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
@@ -446,6 +482,54 @@ class RetryTransport(_Base, httpx.BaseTransport):
         self._inner = transport
         #: True when reuse, bytes and idle age are tracked (httpx's own transport).
         self.instrumented = _instrument(transport, self.idle_limits, self._policy.max_age)
+        self._reap_due: float | None = None
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        # Closing expired connections in the background needs httpcore's pool lock and
+        # list; with a pool that lacks them, expiry stays on reuse only.
+        self._reapable = (
+            isinstance(backend, _Backend)
+            and isinstance(getattr(pool, "_connections", None), list)
+            and hasattr(pool, "_optional_thread_lock")
+        )
+
+    def _reap_later(self, origin: str | None) -> None:
+        """The pool may now hold an idle connection to ``origin``: close it once it expires."""
+        if not self._reapable or origin is None:
+            return
+        limit = self.idle_limits.limit(origin)
+        if limit is not None:
+            _reaper.schedule(self, _monotonic() + limit + _REAP_SLACK)
+
+    def _reap(self) -> float | None:
+        """Close the idle connections past their limit; when to look again (None: never)."""
+        pool: Any = self._inner._pool  # type: ignore[attr-defined]
+        backend: _Backend = pool._network_backend
+        closing = []
+        with pool._optional_thread_lock:
+            # has_expired() on an idle connection asks _Conn.readable(): the same check
+            # (and the same learning) as when httpcore considers reusing it.
+            for connection in list(pool._connections):
+                if connection.is_idle() and connection.has_expired():
+                    pool._connections.remove(connection)
+                    closing.append(connection)
+        for connection in closing:
+            connection.close()
+        now = _monotonic()
+        again: float | None = None
+        for conn in list(backend.conns):
+            if conn.closed:
+                continue
+            due = conn.due()
+            if due is None:
+                continue
+            if due <= now:
+                # past due yet not closed: in use (a slow or streamed response), so it can
+                # expire one full limit after its last byte at the earliest
+                due = now + max(self.idle_limits.limit(conn.origin) or 1.0, _REAP_MIN_WAIT)
+            due += _REAP_SLACK
+            again = due if again is None else min(again, due)
+        return again
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         policy = self._policy
@@ -493,6 +577,7 @@ class RetryTransport(_Base, httpx.BaseTransport):
                 continue
             finally:
                 current.reset(token)
+                self._reap_later(progress.peer)
             if breaker is not None:
                 breaker._release(ticket, None, breaker._clock() - t0)
             self._observe(request, progress, response)

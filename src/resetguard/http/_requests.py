@@ -3,14 +3,16 @@
 urllib3's pools have no idle expiry at all (urllib3#3184). The adapter installs pool and
 connection subclasses that stamp each connection when it goes back to the pool and retire
 it, when it is taken out again, if it sat idle past its origin's limit or is older than
-``max_age`` (no background thread). The same subclasses record, per attempt, whether the
-connection was reused, how many bytes went out and whether the response head arrived, so
-the retry decision is exact rather than a guess from the exception.
+``max_age``; the shared reaper thread (:mod:`resetguard.http._reaper`) also closes idle
+connections in the pool as soon as they pass their limit. The same subclasses record, per
+attempt, whether the connection was reused, how many bytes went out and whether the
+response head arrived, so the retry decision is exact rather than a guess from the exception.
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +25,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from .._events import ConnectionEvent, emit, hooks_active
 from .._exceptions import Rejected
 from .._retry import Retry
+from . import _reaper
 from ._idle import IdleLimits
 from ._rules import HTTPPolicy, Progress, is_idempotent, parse_keep_alive
 from ._run import HttpRun, current, resolve_policy
@@ -34,6 +37,8 @@ __all__ = ["DEFAULT_TIMEOUT", "RetryAdapter", "Session"]
 DEFAULT_TIMEOUT = (5.0, 30.0)
 
 _monotonic = time.monotonic
+#: See resetguard.http._httpx._REAP_SLACK.
+_REAP_SLACK = 0.002
 
 
 class _TrackedConnection:
@@ -128,6 +133,7 @@ class _ExpiringPool:
 
     _rg_limits: IdleLimits
     _rg_max_age: float | None
+    _rg_owner: weakref.ref[RetryAdapter]
     host: str
     port: int | None
 
@@ -166,6 +172,45 @@ class _ExpiringPool:
             conn._rg_last_used = _monotonic()
             conn._rg_in_pool = True
         super()._put_conn(conn)  # type: ignore[misc]
+        owner = self._rg_owner()
+        if conn is not None and owner is not None:
+            owner._reap_later(self)
+
+    def _rg_reap(self, now: float) -> float | None:
+        """Close the idle connections past their limit; the next one's due time."""
+        queue = getattr(self, "pool", None)
+        if queue is None:
+            return None  # the pool is closed
+        origin = f"{self.host}:{self.port}"
+        limit = self._rg_limits.limit(origin)
+        max_age = self._rg_max_age
+        again: float | None = None
+        # Under the queue's own lock nobody can take a connection while it is closed;
+        # closing a socket does not block.
+        with queue.mutex:
+            for conn in queue.queue:
+                if conn is None or conn.sock is None or not conn._rg_in_pool:
+                    continue
+                last = conn._rg_last_used
+                due = None if limit is None or last is None else last + limit
+                if max_age is not None:
+                    aged = conn._rg_created + max_age
+                    due = aged if due is None else min(due, aged)
+                if due is None:
+                    continue
+                if due < now:
+                    conn._rg_in_pool = False  # our close, not a drop the server caused
+                    conn.close()
+                    if hooks_active():
+                        idle = None if last is None else now - last
+                        emit(
+                            ConnectionEvent(
+                                name="requests", action="expired", peer=origin, idle_age=idle
+                            )
+                        )
+                else:
+                    again = due if again is None else min(again, due)
+        return again
 
 
 class _Pool(_ExpiringPool, HTTPConnectionPool):
@@ -261,6 +306,7 @@ class RetryAdapter(HTTPAdapter):
         self._policy = resolve_policy(policy, retry)
         #: Per-origin idle limits (configured, server hints, learned).
         self.idle_limits = IdleLimits(self._policy.idle_timeout, learn=self._policy.learn_idle)
+        self._rg_setup()
         super().__init__(
             pool_connections=pool_connections,
             pool_maxsize=pool_maxsize,
@@ -280,13 +326,39 @@ class RetryAdapter(HTTPAdapter):
         # What was learned about origins is not pickled: a new process starts afresh.
         policy = state.get("_policy") or HTTPPolicy()
         self.idle_limits = IdleLimits(policy.idle_timeout, learn=policy.learn_idle)
+        self._rg_setup()
         super().__setstate__(state)  # type: ignore[misc]
+
+    def _rg_setup(self) -> None:
+        self._reap_due: float | None = None
+        self._pools: weakref.WeakSet[_ExpiringPool] = weakref.WeakSet()
+
+    def _reap_later(self, pool: _ExpiringPool) -> None:
+        """``pool`` just got an idle connection back: close it once it expires."""
+        self._pools.add(pool)
+        limit = self.idle_limits.limit(f"{pool.host}:{pool.port}")
+        if limit is not None:
+            _reaper.schedule(self, _monotonic() + limit + _REAP_SLACK)
+
+    def _reap(self) -> float | None:
+        """Called by the reaper thread: see :mod:`resetguard.http._reaper`."""
+        now = _monotonic()
+        again: float | None = None
+        for pool in list(self._pools):
+            due = pool._rg_reap(now)
+            if due is not None:
+                again = due if again is None else min(again, due)
+        return None if again is None else again + _REAP_SLACK
 
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
     ) -> None:
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-        extra = {"_rg_limits": self.idle_limits, "_rg_max_age": self._policy.max_age}
+        extra = {
+            "_rg_limits": self.idle_limits,
+            "_rg_max_age": self._policy.max_age,
+            "_rg_owner": weakref.ref(self),
+        }
         self.poolmanager.pool_classes_by_scheme = {
             "http": type("ResetGuardHTTPPool", (_Pool,), extra),
             "https": type("ResetGuardHTTPSPool", (_SecurePool,), extra),
