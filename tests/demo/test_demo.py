@@ -143,3 +143,14 @@ def test_demo_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["demo", "--scenario", "nope"])
     assert info.value.code == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_demo_human_report(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("httpx")
+    assert main(["demo", "--scenario", "rst", "--scenario", "outage"]) == 0
+    out = capsys.readouterr().out
+    assert "dup POSTs" in out
+    assert out.count("resetguard ") >= 2  # one row per scenario
+    assert "While the servers lived:" in out
+    assert "Load sent to the dead dependency per request:" in out
+    assert "every server stopped" in out

@@ -134,12 +134,25 @@ def _table(scenarios: list[Scenario], results: list[ClientResult]) -> str:
 
 
 def _summary(results: list[ClientResult], elapsed: float) -> str:
-    by_client: dict[str, tuple[int, int, int]] = {}
+    """Two sentences: failures a caller saw while the server lived, load while it was dead."""
+    alive: dict[str, list[int]] = {}
     for r in results:
-        errors, dups, total = by_client.get(r.client, (0, 0, 0))
-        by_client[r.client] = (errors + r.errors, dups + r.duplicates, total + r.requests)
-    parts = [f"{name}: {e} errors, {d} duplicated POSTs" for name, (e, d, _) in by_client.items()]
-    return "\n" + "; ".join(parts) + f".\nDone in {elapsed:.1f} s; every server stopped.\n"
+        if r.scenario != "outage":
+            errors, unsafe, dups = alive.setdefault(r.client, [0, 0, 0])
+            alive[r.client] = [errors + r.errors, unsafe + r.unsafe_errors, dups + r.duplicates]
+    lines = []
+    if alive:
+        lines.append("While the servers lived:")
+        lines.extend(
+            f"  {name:<22}{e:>3} errors ({u} POSTs with an unknown outcome), {d} duplicated POSTs"
+            for name, (e, u, d) in alive.items()
+        )
+    outage = [r for r in results if r.scenario == "outage"]
+    if outage:
+        parts = [f"{r.client} {r.attempts_per_request:.2f}x" for r in outage]
+        lines.append("Load sent to the dead dependency per request: " + ", ".join(parts) + ".")
+    lines.append(f"Done in {elapsed:.1f} s; every server stopped.")
+    return "\n" + "\n".join(lines) + "\n"
 
 
 def _as_json(

@@ -203,7 +203,13 @@ class FlakyServer:
                 and self.idle_close is not None
                 and time.monotonic() + self.lateness > idle_start + self.idle_close
             ):
-                return b"", buffer, True
+                try:
+                    peek = conn.recv(1, socket.MSG_PEEK)
+                except OSError:
+                    peek = b""
+                # Bytes in the race window lose the race; an EOF is the client closing its
+                # own connection in time, which is no request at all.
+                return (b"", buffer, True) if peek else (None, buffer, False)
             chunk = conn.recv(65536)
             if not chunk:
                 return None, buffer, False
