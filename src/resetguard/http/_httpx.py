@@ -575,6 +575,12 @@ class RetryTransport(_Base, httpx.BaseTransport):
                 if delay > 0:
                     (retry.sleep or time.sleep)(delay)
                 continue
+            except BaseException as exc:
+                # Cancellation or an interrupt: never retried, but the breaker gets its
+                # ticket back, or a half-open probe slot would be lost for good.
+                if breaker is not None:
+                    breaker._release(ticket, exc, breaker._clock() - t0)
+                raise
             finally:
                 current.reset(token)
                 self._reap_later(progress.peer)
@@ -676,6 +682,12 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
                 if delay > 0:
                     await (retry.async_sleep or _clock.async_sleep)(delay)
                 continue
+            except BaseException as exc:
+                # Cancellation or an interrupt: never retried, but the breaker gets its
+                # ticket back, or a half-open probe slot would be lost for good.
+                if breaker is not None:
+                    breaker._release(ticket, exc, breaker._clock() - t0)
+                raise
             finally:
                 current.reset(token)
             if breaker is not None:

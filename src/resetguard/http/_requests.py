@@ -423,6 +423,12 @@ class RetryAdapter(HTTPAdapter):
                 if delay > 0:
                     (retry.sleep or time.sleep)(delay)
                 continue
+            except BaseException as exc:
+                # Cancellation or an interrupt: never retried, but the breaker gets its
+                # ticket back, or a half-open probe slot would be lost for good.
+                if breaker is not None:
+                    breaker._release(ticket, exc, breaker._clock() - t0)
+                raise
             finally:
                 current.reset(token)
             if breaker is not None:
