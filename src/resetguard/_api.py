@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from . import _clock
-from ._exceptions import Rejected
+from . import _clock, _guard
 from ._retry import Retry, _Run
 
 __all__ = ["AttemptContext", "acall", "call", "retry", "retrying"]
@@ -76,19 +75,15 @@ def _drive(p: Retry, fn: Callable[..., R], args: Any, kwargs: Any) -> R:
     ticket, t0 = 0, 0.0
     while True:
         if breaker is not None:
-            try:
-                ticket = breaker._acquire()
-            except Rejected:
-                if run is None:
-                    raise
-                last = run.rejected("breaker")
-                break
+            ticket = _guard.acquire(breaker, run)
             t0 = breaker._clock()
         try:
             result = fn(*args, **kwargs)
-        except Exception as exc:
+        except BaseException as exc:
             if breaker is not None:
-                breaker._release(ticket, exc, breaker._clock() - t0)
+                _guard.release(breaker, ticket, t0, exc)
+            if not isinstance(exc, Exception):
+                raise  # cancellation or an interrupt: never retried
             if run is None:
                 run = _Run(p, start)
             delay = run.failed(exc)
@@ -97,18 +92,11 @@ def _drive(p: Retry, fn: Callable[..., R], args: Any, kwargs: Any) -> R:
             if delay > 0:
                 (p.sleep or time.sleep)(delay)
             continue
-        except BaseException as exc:
-            # Cancellation or an interrupt: never retried, but the breaker gets its ticket
-            # back, or a half-open probe slot would be lost for good.
-            if breaker is not None:
-                breaker._release(ticket, exc, breaker._clock() - t0)
-            raise
         if breaker is not None:
-            breaker._release(ticket, None, breaker._clock() - t0)
+            _guard.release(breaker, ticket, t0, None)
         if run is not None:
             run.succeeded()
         return result
-    raise last  # outside any handler, so the user's exception keeps its own __context__
 
 
 async def _adrive(p: Retry, fn: Callable[..., Awaitable[R]], args: Any, kwargs: Any) -> R:
@@ -122,19 +110,15 @@ async def _adrive(p: Retry, fn: Callable[..., Awaitable[R]], args: Any, kwargs: 
     ticket, t0 = 0, 0.0
     while True:
         if breaker is not None:
-            try:
-                ticket = breaker._acquire()
-            except Rejected:
-                if run is None:
-                    raise
-                last = run.rejected("breaker")
-                break
+            ticket = _guard.acquire(breaker, run)
             t0 = breaker._clock()
         try:
             result = await fn(*args, **kwargs)
-        except Exception as exc:
+        except BaseException as exc:
             if breaker is not None:
-                breaker._release(ticket, exc, breaker._clock() - t0)
+                _guard.release(breaker, ticket, t0, exc)
+            if not isinstance(exc, Exception):
+                raise  # cancellation or an interrupt: never retried
             if run is None:
                 run = _Run(p, start)
             delay = run.failed(exc)
@@ -143,18 +127,11 @@ async def _adrive(p: Retry, fn: Callable[..., Awaitable[R]], args: Any, kwargs: 
             if delay > 0:
                 await (p.async_sleep or _clock.async_sleep)(delay)
             continue
-        except BaseException as exc:
-            # Cancellation or an interrupt: never retried, but the breaker gets its ticket
-            # back, or a half-open probe slot would be lost for good.
-            if breaker is not None:
-                breaker._release(ticket, exc, breaker._clock() - t0)
-            raise
         if breaker is not None:
-            breaker._release(ticket, None, breaker._clock() - t0)
+            _guard.release(breaker, ticket, t0, None)
         if run is not None:
             run.succeeded()
         return result
-    raise last
 
 
 def _wrap(p: Retry, fn: Callable[P, R]) -> Callable[P, R]:
@@ -375,24 +352,15 @@ class retrying:
 
     def _acquire(self) -> None:
         breaker = self._policy.breaker
-        if breaker is None:
-            return
-        try:
-            self._ticket = breaker._acquire()
-        except Rejected:
-            if self._run is None:
-                raise
-            last = self._run.rejected("breaker")
-        else:
+        if breaker is not None:
+            self._ticket = _guard.acquire(breaker, self._run)
             self._t0 = breaker._clock()
-            return
-        raise last
 
     def _exit(self, exc: BaseException | None) -> bool:
         self._exited = True
         breaker = self._policy.breaker
         if breaker is not None:
-            breaker._release(self._ticket, exc, breaker._clock() - self._t0)
+            _guard.release(breaker, self._ticket, self._t0, exc)
         if exc is None:
             self._done = True
             if self._run is not None:

@@ -1,5 +1,6 @@
-"""An attempt ended by cancellation (or an interrupt) hands its breaker ticket back.
+"""Breaker tickets in the HTTP transports: each attempt's is handed back, and refusals.
 
+An attempt ended by cancellation (or an interrupt) hands its breaker ticket back.
 Otherwise a half-open probe cancelled mid-flight keeps its slot for good, and the breaker
 rejects every later request. Each test: open the breaker with a refused connection, let
 the open period pass (fake time), start the probe against a real server that delays its
@@ -19,6 +20,7 @@ import httpx
 import pytest
 import requests
 
+import resetguard
 from resetguard import CircuitBreaker, CircuitState, Retry
 from resetguard.http import HTTPPolicy
 from resetguard.http._aiohttp import RetrySession
@@ -159,3 +161,62 @@ def test_requests_interrupted_probe_gives_its_slot_back(unused_port: int) -> Non
         assert srv.requests == 1
         assert session.get(srv.url + "/ok").status_code == 200  # not CircuitOpen
     assert breaker.state is CircuitState.CLOSED
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def _refusing(fake: FakeTime) -> tuple[CircuitBreaker, HTTPPolicy]:
+    """The first failure opens the breaker, which then refuses the scheduled retry."""
+    breaker = CircuitBreaker("refuse", failure_threshold=1, jitter=0, clock=fake.clock)
+    return breaker, HTTPPolicy(retry=Retry(attempts=3, breaker=breaker, **fake.options()))
+
+
+def _check_refused_retry(error: BaseException, breaker: CircuitBreaker, fake: FakeTime) -> None:
+    # The user's own error, not CircuitOpen: the request did fail, once.
+    assert len(resetguard.history(error)) == 1
+    assert any("circuit breaker open" in note for note in error.__notes__)
+    assert breaker.statistics().rejected == 1
+    assert len(fake.sleeps) == 1  # the retry was scheduled, then refused
+
+
+def test_refused_retry_surfaces_the_connection_error_httpx(unused_port: int) -> None:
+    fake = FakeTime()
+    breaker, policy = _refusing(fake)
+    with Client(policy=policy) as client, pytest.raises(httpx.ConnectError) as info:
+        client.get(f"http://127.0.0.1:{unused_port}/x")
+    _check_refused_retry(info.value, breaker, fake)
+
+
+def test_refused_retry_surfaces_the_connection_error_httpx_async(unused_port: int) -> None:
+    fake = FakeTime()
+    breaker, policy = _refusing(fake)
+
+    async def main() -> None:
+        async with AsyncClient(policy=policy) as client:
+            await client.get(f"http://127.0.0.1:{unused_port}/x")
+
+    with pytest.raises(httpx.ConnectError) as info:
+        asyncio.run(main())
+    _check_refused_retry(info.value, breaker, fake)
+
+
+def test_refused_retry_surfaces_the_connection_error_requests(unused_port: int) -> None:
+    fake = FakeTime()
+    breaker, policy = _refusing(fake)
+    with Session(policy=policy) as session, pytest.raises(requests.ConnectionError) as info:
+        session.get(f"http://127.0.0.1:{unused_port}/x")
+    _check_refused_retry(info.value, breaker, fake)
+
+
+def test_refused_retry_surfaces_the_connection_error_aiohttp(unused_port: int) -> None:
+    fake = FakeTime()
+    breaker, policy = _refusing(fake)
+
+    async def main() -> None:
+        async with RetrySession(policy=policy) as session:
+            await session.get(f"http://127.0.0.1:{unused_port}/x")
+
+    with pytest.raises(aiohttp.ClientConnectorError) as info:
+        asyncio.run(main())
+    _check_refused_retry(info.value, breaker, fake)

@@ -23,9 +23,8 @@ from typing import Any
 
 import aiohttp
 
-from .. import _clock
+from .. import _clock, _guard
 from .._events import ConnectionEvent, emit, hooks_active
-from .._exceptions import Rejected
 from .._retry import Retry
 from ._idle import IdleLimits
 from ._rules import HTTPPolicy, Progress, is_idempotent, parse_keep_alive
@@ -182,13 +181,7 @@ class RetrySession:
         ticket, t0 = 0, 0.0
         while True:
             if breaker is not None:
-                try:
-                    ticket = breaker._acquire()
-                except Rejected:
-                    if run is None or not run.history:
-                        raise
-                    last = run.rejected()
-                    break
+                ticket = _guard.acquire(breaker, run)
                 t0 = breaker._clock()
             progress = Progress()
             token = current.set(progress)
@@ -204,9 +197,11 @@ class RetrySession:
                     except BaseException:
                         response.close()
                         raise
-            except Exception as exc:
+            except BaseException as exc:
                 if breaker is not None:
-                    breaker._release(ticket, exc, breaker._clock() - t0)
+                    _guard.release(breaker, ticket, t0, exc)
+                if not isinstance(exc, Exception):
+                    raise  # cancellation or an interrupt: never retried
                 if run is None:
                     run = HttpRun(policy, method, str(url), idempotent=idempotent)
                 replayable = simple
@@ -223,16 +218,10 @@ class RetrySession:
                 if delay > 0:
                     await (retry.async_sleep or _clock.async_sleep)(delay)
                 continue
-            except BaseException as exc:
-                # Cancellation or an interrupt: never retried, but the breaker gets its
-                # ticket back, or a half-open probe slot would be lost for good.
-                if breaker is not None:
-                    breaker._release(ticket, exc, breaker._clock() - t0)
-                raise
             finally:
                 current.reset(token)
             if breaker is not None:
-                breaker._release(ticket, None, breaker._clock() - t0)
+                _guard.release(breaker, ticket, t0, None)
             keep_alive = response.headers.get("Keep-Alive")
             if keep_alive is not None:
                 seconds = parse_keep_alive(keep_alive)
@@ -252,7 +241,6 @@ class RetrySession:
             if run is not None and run.history:
                 run.succeeded()
             return response
-        raise last
 
     async def get(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
         return await self.request("GET", url, **kwargs)

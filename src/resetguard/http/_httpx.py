@@ -21,9 +21,8 @@ from typing import Any
 import httpcore
 import httpx
 
-from .. import _clock
+from .. import _clock, _guard
 from .._events import ConnectionEvent, emit, hooks_active
-from .._exceptions import Rejected
 from .._retry import Retry
 from . import _reaper
 from ._idle import IdleLimits
@@ -544,13 +543,7 @@ class RetryTransport(_Base, httpx.BaseTransport):
         ticket, t0 = 0, 0.0
         while True:
             if breaker is not None:
-                try:
-                    ticket = breaker._acquire()
-                except Rejected:
-                    if run is None or not run.history:
-                        raise
-                    last = run.rejected()
-                    break
+                ticket = _guard.acquire(breaker, run)
                 t0 = breaker._clock()
             progress = Progress()
             token = current.set(progress)
@@ -558,9 +551,11 @@ class RetryTransport(_Base, httpx.BaseTransport):
                 response = self._inner.handle_request(request)
                 if buffered:
                     _buffer(response)
-            except Exception as exc:
+            except BaseException as exc:
                 if breaker is not None:
-                    breaker._release(ticket, exc, breaker._clock() - t0)
+                    _guard.release(breaker, ticket, t0, exc)
+                if not isinstance(exc, Exception):
+                    raise  # cancellation or an interrupt: never retried
                 if run is None:
                     run = HttpRun(policy, request.method, str(request.url), idempotent=idempotent)
                 delay = run.failed(
@@ -575,17 +570,11 @@ class RetryTransport(_Base, httpx.BaseTransport):
                 if delay > 0:
                     (retry.sleep or time.sleep)(delay)
                 continue
-            except BaseException as exc:
-                # Cancellation or an interrupt: never retried, but the breaker gets its
-                # ticket back, or a half-open probe slot would be lost for good.
-                if breaker is not None:
-                    breaker._release(ticket, exc, breaker._clock() - t0)
-                raise
             finally:
                 current.reset(token)
                 self._reap_later(progress.peer)
             if breaker is not None:
-                breaker._release(ticket, None, breaker._clock() - t0)
+                _guard.release(breaker, ticket, t0, None)
             self._observe(request, progress, response)
             if idempotent and response.status_code in policy.status_codes:
                 if run is None:
@@ -599,7 +588,6 @@ class RetryTransport(_Base, httpx.BaseTransport):
             if run is not None and run.history:
                 run.succeeded()
             return response
-        raise last
 
     def close(self) -> None:
         self._inner.close()
@@ -651,13 +639,7 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
         ticket, t0 = 0, 0.0
         while True:
             if breaker is not None:
-                try:
-                    ticket = breaker._acquire()
-                except Rejected:
-                    if run is None or not run.history:
-                        raise
-                    last = run.rejected()
-                    break
+                ticket = _guard.acquire(breaker, run)
                 t0 = breaker._clock()
             progress = Progress()
             token = current.set(progress)
@@ -665,9 +647,11 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
                 response = await self._inner.handle_async_request(request)
                 if buffered:
                     await _abuffer(response)
-            except Exception as exc:
+            except BaseException as exc:
                 if breaker is not None:
-                    breaker._release(ticket, exc, breaker._clock() - t0)
+                    _guard.release(breaker, ticket, t0, exc)
+                if not isinstance(exc, Exception):
+                    raise  # cancellation or an interrupt: never retried
                 if run is None:
                     run = HttpRun(policy, request.method, str(request.url), idempotent=idempotent)
                 delay = run.failed(
@@ -682,16 +666,10 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
                 if delay > 0:
                     await (retry.async_sleep or _clock.async_sleep)(delay)
                 continue
-            except BaseException as exc:
-                # Cancellation or an interrupt: never retried, but the breaker gets its
-                # ticket back, or a half-open probe slot would be lost for good.
-                if breaker is not None:
-                    breaker._release(ticket, exc, breaker._clock() - t0)
-                raise
             finally:
                 current.reset(token)
             if breaker is not None:
-                breaker._release(ticket, None, breaker._clock() - t0)
+                _guard.release(breaker, ticket, t0, None)
             self._observe(request, progress, response)
             if idempotent and response.status_code in policy.status_codes:
                 if run is None:
@@ -705,7 +683,6 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
             if run is not None and run.history:
                 run.succeeded()
             return response
-        raise last
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -22,8 +22,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from .. import _guard
 from .._events import ConnectionEvent, emit, hooks_active
-from .._exceptions import Rejected
 from .._retry import Retry
 from . import _reaper
 from ._idle import IdleLimits
@@ -387,13 +387,7 @@ class RetryAdapter(HTTPAdapter):
         buffered = not stream
         while True:
             if breaker is not None:
-                try:
-                    ticket = breaker._acquire()
-                except Rejected:
-                    if run is None or not run.history:
-                        raise
-                    last = run.rejected()
-                    break
+                ticket = _guard.acquire(breaker, run)
                 t0 = breaker._clock()
             progress = Progress()
             token = current.set(progress)
@@ -408,9 +402,11 @@ class RetryAdapter(HTTPAdapter):
                 )
                 if buffered:
                     response.content  # noqa: B018 - read in the loop: a reset mid-body is retried
-            except Exception as exc:
+            except BaseException as exc:
                 if breaker is not None:
-                    breaker._release(ticket, exc, breaker._clock() - t0)
+                    _guard.release(breaker, ticket, t0, exc)
+                if not isinstance(exc, Exception):
+                    raise  # cancellation or an interrupt: never retried
                 if run is None:
                     run = HttpRun(policy, method, url, idempotent=idempotent)
                 delay = run.failed(
@@ -423,16 +419,10 @@ class RetryAdapter(HTTPAdapter):
                 if delay > 0:
                     (retry.sleep or time.sleep)(delay)
                 continue
-            except BaseException as exc:
-                # Cancellation or an interrupt: never retried, but the breaker gets its
-                # ticket back, or a half-open probe slot would be lost for good.
-                if breaker is not None:
-                    breaker._release(ticket, exc, breaker._clock() - t0)
-                raise
             finally:
                 current.reset(token)
             if breaker is not None:
-                breaker._release(ticket, None, breaker._clock() - t0)
+                _guard.release(breaker, ticket, t0, None)
             keep_alive = response.headers.get("Keep-Alive")
             if keep_alive is not None:
                 seconds = parse_keep_alive(keep_alive)
@@ -452,7 +442,6 @@ class RetryAdapter(HTTPAdapter):
             if run is not None and run.history:
                 run.succeeded()
             return response
-        raise last
 
 
 class Session(requests.Session):

@@ -314,11 +314,11 @@ class HttpRun:
             emit(event, retry.on_retry)  # type: ignore[arg-type]
         return delay if _clock.waits_enabled() else 0.0
 
-    def rejected(self) -> BaseException:
+    def rejected(self, reason: str) -> BaseException:
         """The breaker refused the next attempt: give up with the last exception."""
         last = self.history[-1]
         self._give_up(
-            last.exception, last.failure, self._clock() - self.start, "breaker", record=False
+            last.exception, last.failure, self._clock() - self.start, reason, record=False
         )
         return last.exception
 
