@@ -216,3 +216,17 @@ def test_cancelled_probe_gives_its_half_open_slot_back() -> None:
 
     assert asyncio.run(main()) == "ok"
     assert breaker.state is resetguard.CircuitState.CLOSED
+
+
+def test_leaving_retrying_before_with_gives_the_probe_slot_back() -> None:
+    t = FakeTime()
+    breaker = CircuitBreaker("r", failure_threshold=1, open_duration=1.0, jitter=0, clock=t.clock)
+    with pytest.raises(ConnectionResetError):
+        breaker.call(always_reset, [])
+    t.now += 2.0  # half-open: one probe slot
+    loop = resetguard.retrying(breaker=breaker, **t.options())
+    for _attempt in loop:
+        break  # abandoned before `with attempt:` ran
+    del loop, _attempt  # the generator is closed: its ticket must come back
+    assert breaker.call(lambda: "ok") == "ok"
+    assert breaker.state is resetguard.CircuitState.CLOSED

@@ -376,6 +376,13 @@ class retrying:
         self._delay = delay
         return True
 
+    def _abandon(self, exc: BaseException) -> None:
+        """The loop was left before ``with attempt:`` ended: give the breaker its ticket back."""
+        breaker = self._policy.breaker
+        if breaker is not None and not self._exited:
+            self._exited = True
+            _guard.release(breaker, self._ticket, self._t0, exc)
+
     def _finished(self) -> bool:
         return self._done
 
@@ -385,7 +392,11 @@ class retrying:
         while not self._done:
             self._acquire()
             self._exited = False
-            yield AttemptContext(self, number)
+            try:
+                yield AttemptContext(self, number)
+            except GeneratorExit as exc:
+                self._abandon(exc)
+                raise
             if self._finished():
                 return
             if not self._exited:
@@ -402,7 +413,11 @@ class retrying:
         while not self._done:
             self._acquire()
             self._exited = False
-            yield AttemptContext(self, number)
+            try:
+                yield AttemptContext(self, number)
+            except GeneratorExit as exc:
+                self._abandon(exc)
+                raise
             if self._finished():
                 return
             if not self._exited:
