@@ -76,25 +76,8 @@ Deco = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def engine_shape(breaker: resetguard.CircuitBreaker) -> Deco:
-    """What the retry engine does per attempt: _acquire, time with the breaker's clock, _release."""
-
-    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        acquire, release, clock = breaker._acquire, breaker._release, breaker._clock
-
-        def wrapper() -> Any:
-            ticket = acquire()
-            t0 = clock()
-            try:
-                result = fn()
-            except Exception as exc:
-                release(ticket, exc, clock() - t0)
-                raise
-            release(ticket, None, clock() - t0)
-            return result
-
-        return wrapper
-
-    return deco
+    """The real engine path: ``@resetguard.retry(breaker=...)`` with one attempt."""
+    return resetguard.retry(breaker=breaker, attempts=1, backoff=resetguard.Backoff.none())
 
 
 def sync_contenders() -> dict[str, Deco | None]:

@@ -567,3 +567,32 @@ def test_import_resetguard_is_stdlib_only() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_giving_up_leaves_no_reference_cycle() -> None:
+    """The history attached to an exception must not lead back to it (GC-free failures)."""
+    import gc
+
+    @resetguard.retry(backoff=Backoff.none())
+    def down() -> None:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    @resetguard.retry(backoff=Backoff.none())
+    def recovers(state: list[int]) -> None:
+        state.append(1)
+        if len(state) == 1:
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(50):
+            with pytest.raises(ConnectionResetError) as info:
+                down()
+            assert len(resetguard.history(info.value)) == 3
+            assert resetguard.history(info.value)[-1].exception is info.value
+            del info
+            recovers([])
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -7,7 +7,6 @@ It does no I/O: the sync and async drivers in ``_api.py`` do the sleeping and ca
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
@@ -249,8 +248,9 @@ def history(exc: BaseException) -> tuple[Attempt, ...]:
         >>> resetguard.history(KeyError())
         ()
     """
-    found = getattr(exc, _HISTORY_ATTR, ())
-    return tuple(found)
+    found: tuple[Attempt, ...] = getattr(exc, _HISTORY_ATTR, ())
+    # The attempts that raised ``exc`` itself are stored without it (no reference cycle).
+    return tuple(a._replace(exception=exc) if a.exception is None else a for a in found)
 
 
 def _fmt_delay(seconds: float) -> str:
@@ -388,11 +388,23 @@ class _Run:
         if record:
             self.history.append((self.attempt, exc, failure, elapsed, None))
         attempts = tuple(Attempt(*entry) for entry in self.history)
-        with contextlib.suppress(AttributeError):  # exceptions without __dict__ keep no history
-            setattr(exc, _HISTORY_ATTR, attempts)
-        if len(attempts) > 1 or reason in ("unsafe", "budget", "breaker", "deadline"):
+        # Neither the exception nor this run may keep a path back to the exception: its
+        # traceback holds the driver's frame, so either would leave a cycle for the GC.
+        self.history.clear()
+        stored = tuple(
+            a._replace(exception=None) if a.exception is exc else a  # type: ignore[arg-type]
+            for a in attempts
+        )
+        try:  # noqa: SIM105 - a try costs nothing here; contextlib.suppress builds an object
+            setattr(exc, _HISTORY_ATTR, stored)
+        except AttributeError:  # an exception without __dict__ keeps no history
+            pass
+        # Worth telling only when a retry happened or was refused for a reason the caller
+        # should know; a single attempt of a one-attempt policy is just the error itself.
+        noteworthy = len(attempts) > 1 or reason in ("unsafe", "budget", "breaker", "deadline")
+        if noteworthy:
             _add_note(exc, _note(attempts, reason, p))
-        if reason != "not_retryable" and _log.isEnabledFor(logging.WARNING):
+        if noteworthy and _log.isEnabledFor(logging.WARNING):
             _log.warning(
                 "%s, giving up after %d attempt%s (%s)%s",
                 _what(exc, failure),
