@@ -47,8 +47,7 @@ def _fields(policy: Retry) -> dict[str, Any]:
 def call(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """Call ``fn(*args, **kwargs)`` under the default :class:`Retry` policy.
 
-    Use :meth:`Retry`-specific calls through :func:`retry` or :func:`_drive` wrappers; this
-    form exists for one-off calls.
+    For a policy of your own, call through it: ``Retry(attempts=5).call(fn, *args)``.
 
     Example::
 
