@@ -350,6 +350,7 @@ class retrying:
             p.budget._deposit()
 
     def _acquire(self) -> None:
+        self._exited = False
         breaker = self._policy.breaker
         if breaker is not None:
             self._ticket = _guard.acquire(breaker, self._run)
@@ -382,26 +383,28 @@ class retrying:
             self._exited = True
             _guard.release(breaker, self._ticket, self._t0, exc)
 
-    def _finished(self) -> bool:
-        return self._done
+    def _attempt_ended(self) -> bool:
+        """After the body of one attempt: True when the loop is over (it succeeded)."""
+        if self._done:
+            return True
+        if not self._exited:
+            raise RuntimeError(
+                "each attempt of resetguard.retrying() must be used as `with attempt:`"
+            )
+        return False
 
     def __iter__(self) -> Iterator[AttemptContext]:
         self._begin()
         number = 1
         while not self._done:
             self._acquire()
-            self._exited = False
             try:
                 yield AttemptContext(self, number)
             except GeneratorExit as exc:
                 self._abandon(exc)
                 raise
-            if self._finished():
+            if self._attempt_ended():
                 return
-            if not self._exited:
-                raise RuntimeError(
-                    "each attempt of resetguard.retrying() must be used as `with attempt:`"
-                )
             number += 1
             if self._delay > 0:
                 (self._policy.sleep or time.sleep)(self._delay)
@@ -411,18 +414,13 @@ class retrying:
         number = 1
         while not self._done:
             self._acquire()
-            self._exited = False
             try:
                 yield AttemptContext(self, number)
             except GeneratorExit as exc:
                 self._abandon(exc)
                 raise
-            if self._finished():
+            if self._attempt_ended():
                 return
-            if not self._exited:
-                raise RuntimeError(
-                    "each attempt of resetguard.retrying() must be used as `with attempt:`"
-                )
             number += 1
             if self._delay > 0:
                 await (self._policy.async_sleep or _clock.async_sleep)(self._delay)
