@@ -27,8 +27,8 @@ from .._drivers import AttemptContext, adrive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from ._idle import IdleLimits
-from ._rules import HTTPPolicy, Progress, is_idempotent
-from ._run import current, observe, offer_status, resolve_policy, start
+from ._rules import HTTPPolicy
+from ._run import Exchange, current, resolve_policy
 
 __all__ = ["DEFAULT_TIMEOUT", "RetrySession"]
 
@@ -184,25 +184,21 @@ class RetrySession:
         self, method: str, url: Any, *, read: bool = True, **kwargs: Any
     ) -> aiohttp.ClientResponse:
         """Send a request under the policy, like ``ClientSession.request`` (awaited)."""
-        policy = self._policy
         headers = kwargs.get("headers")
         if headers is not None and not isinstance(headers, Mapping):
             headers = dict(headers)
-        idempotent = is_idempotent(method, headers, policy)
-        replayable = _replayable(kwargs)
-        run = start(
-            policy,
+        exchange = Exchange(
+            self._policy,
             method,
             str(url),
-            idempotent=idempotent,
+            headers,
             buffered=read,
-            replayable=replayable,
+            replayable=_replayable(kwargs),
             limits=self.idle_limits,
         )
 
         async def attempt(a: AttemptContext) -> aiohttp.ClientResponse:
-            a.facts = progress = Progress()
-            token = current.set(progress)
+            progress, token = exchange.begin(a)
             try:
                 response = await self.session.request(method, url, **kwargs)
                 # The head arrived. How much was written is not reported (a tracing
@@ -216,22 +212,13 @@ class RetrySession:
                         response.close()
                         raise
             finally:
-                current.reset(token)
-            observe(
-                self.idle_limits,
-                progress,
-                response.headers.get("Keep-Alive"),
-                _origin(response.url),
-            )
-            retry_after = response.headers.get("Retry-After")
-            status = response.status
-            if offer_status(
-                a, policy, status, retry_after, idempotent=idempotent, replayable=replayable
-            ):
+                exchange.end(token)
+            origin = _origin(response.url)
+            if exchange.answered(a, progress, response.status, response.headers, origin):
                 response.release()
             return response
 
-        return await adrive(run, attempt)
+        return await adrive(exchange.run, attempt)
 
     async def get(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
         return await self.request("GET", url, **kwargs)

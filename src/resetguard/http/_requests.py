@@ -27,8 +27,8 @@ from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
 from ._idle import IdleLimits
-from ._rules import HTTPPolicy, Progress, is_idempotent
-from ._run import current, observe, offer_status, resolve_policy, start
+from ._rules import HTTPPolicy, Progress
+from ._run import Exchange, current, resolve_policy
 
 __all__ = ["DEFAULT_TIMEOUT", "RetryAdapter", "Session"]
 
@@ -373,25 +373,21 @@ class RetryAdapter(HTTPAdapter):
         cert: Any = None,
         proxies: Any = None,
     ) -> requests.Response:
-        policy = self._policy
-        method = request.method or "GET"
-        idempotent = is_idempotent(method, request.headers, policy)
         body = _Body(request)
         url = request.url or ""
         buffered = not stream
-        run = start(
-            policy,
-            method,
+        exchange = Exchange(
+            self._policy,
+            request.method or "GET",
             url,
-            idempotent=idempotent,
+            request.headers,
             buffered=buffered,
             replayable=body.replay,
             limits=self.idle_limits,
         )
 
         def attempt(a: AttemptContext) -> requests.Response:
-            a.facts = progress = Progress()
-            token = current.set(progress)
+            progress, token = exchange.begin(a)
             try:
                 response = super(RetryAdapter, self).send(
                     request,
@@ -404,17 +400,12 @@ class RetryAdapter(HTTPAdapter):
                 if buffered:
                     response.content  # noqa: B018 - read in the attempt: a reset mid-body is retried
             finally:
-                current.reset(token)
-            observe(self.idle_limits, progress, response.headers.get("Keep-Alive"), _origin(url))
-            retry_after = response.headers.get("Retry-After")
-            status = response.status_code
-            if offer_status(
-                a, policy, status, retry_after, idempotent=idempotent, replayable=body.replay
-            ):
+                exchange.end(token)
+            if exchange.answered(a, progress, response.status_code, response.headers, _origin(url)):
                 response.close()
             return response
 
-        return drive(run, attempt)
+        return drive(exchange.run, attempt)
 
 
 class Session(requests.Session):
