@@ -26,7 +26,7 @@ import aiohttp
 from .._drivers import AttemptContext, adrive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
-from ._idle import IdleLimits
+from ._idle import IdleLimits, expires_at, origin_of
 from ._rules import HTTPPolicy
 from ._run import Exchange, current, resolve_policy
 
@@ -81,7 +81,7 @@ class _Connector(aiohttp.TCPConnector):
                     emit(
                         ConnectionEvent(name="aiohttp", action="closed", peer=origin, idle_age=idle)
                     )
-            elif limit is not None and idle > limit:
+            elif (due := expires_at(released, released, limit, None)) is not None and now > due:
                 if hooks_active():
                     emit(
                         ConnectionEvent(
@@ -121,13 +121,6 @@ def _always() -> bool:
 
 def _never() -> bool:
     return False
-
-
-def _origin(url: Any) -> str:
-    from yarl import URL
-
-    u = URL(str(url))
-    return f"{u.host}:{u.port}"
 
 
 class RetrySession:
@@ -213,7 +206,7 @@ class RetrySession:
                         raise
             finally:
                 exchange.end(token)
-            origin = _origin(response.url)
+            origin = origin_of(str(response.url))
             if exchange.answered(a, progress, response.status, response.headers, origin):
                 response.release()
             return response

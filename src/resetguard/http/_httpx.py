@@ -25,7 +25,7 @@ from .._drivers import AttemptContext, adrive, drive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
-from ._idle import IdleLimits
+from ._idle import IdleLimits, expires_at, origin_of
 from ._rules import HTTPPolicy, Progress
 from ._run import Exchange, current, resolve_policy
 
@@ -67,8 +67,7 @@ def _limits(policy: HTTPPolicy, limits: httpx.Limits | None) -> httpx.Limits:
 
 
 def _origin(url: httpx.URL) -> str:
-    port = url.port or (443 if url.scheme == "https" else 80)
-    return f"{url.host}:{port}"
+    return origin_of(str(url))
 
 
 # --------------------------------------------------------------------------- sockets
@@ -98,12 +97,9 @@ class _Conn:
 
     def due(self) -> float | None:
         """When this connection passes its idle limit or its max age (None: never)."""
-        limit = self.limits.limit(self.origin)
-        due = None if limit is None else self.last_used + limit
-        if self.max_age is not None:
-            aged = self.created + self.max_age
-            due = aged if due is None else min(due, aged)
-        return due
+        return expires_at(
+            self.last_used, self.created, self.limits.limit(self.origin), self.max_age
+        )
 
     def bind(self, progress: Progress) -> None:
         """The first write of an attempt: record whether this connection is reused."""
@@ -127,10 +123,8 @@ class _Conn:
         """httpcore asks before reusing an idle connection; True makes it discard the connection."""
         now = _monotonic()
         idle = now - self.last_used
-        limit = self.limits.limit(self.origin)
-        if (limit is not None and idle > limit) or (
-            self.max_age is not None and now - self.created > self.max_age
-        ):
+        due = self.due()
+        if due is not None and now > due:
             if hooks_active():
                 emit(
                     ConnectionEvent(name="httpx", action="expired", peer=self.origin, idle_age=idle)

@@ -15,7 +15,6 @@ import time
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -26,7 +25,7 @@ from .._drivers import AttemptContext, drive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
-from ._idle import IdleLimits
+from ._idle import IdleLimits, expires_at, origin_of
 from ._rules import HTTPPolicy, Progress
 from ._run import Exchange, current, resolve_policy
 
@@ -154,10 +153,8 @@ class _ExpiringPool:
             now = _monotonic()
             idle = now - conn._rg_last_used
             limit = self._rg_limits.limit(origin)
-            max_age = self._rg_max_age
-            if (limit is not None and idle > limit) or (
-                max_age is not None and now - conn._rg_created > max_age
-            ):
+            due = expires_at(conn._rg_last_used, conn._rg_created, limit, self._rg_max_age)
+            if due is not None and now > due:
                 conn.close()
                 if hooks_active():
                     emit(
@@ -192,10 +189,7 @@ class _ExpiringPool:
                 if conn is None or conn.sock is None or not conn._rg_in_pool:
                     continue
                 last = conn._rg_last_used
-                due = None if limit is None or last is None else last + limit
-                if max_age is not None:
-                    aged = conn._rg_created + max_age
-                    due = aged if due is None else min(due, aged)
+                due = expires_at(last, conn._rg_created, limit, max_age)
                 if due is None:
                     continue
                 if due < now:
@@ -267,12 +261,6 @@ class _Body:
         except (AttributeError, OSError):
             return False
         return True
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{parts.hostname}:{port}"
 
 
 class RetryAdapter(HTTPAdapter):
@@ -401,7 +389,8 @@ class RetryAdapter(HTTPAdapter):
                     response.content  # noqa: B018 - read in the attempt: a reset mid-body is retried
             finally:
                 exchange.end(token)
-            if exchange.answered(a, progress, response.status_code, response.headers, _origin(url)):
+            status, headers = response.status_code, response.headers
+            if exchange.answered(a, progress, status, headers, origin_of(url)):
                 response.close()
             return response
 
