@@ -26,6 +26,7 @@ import aiohttp
 from .._drivers import AttemptContext, adrive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
+from ._guards import OriginGuards
 from ._idle import IdleLimits, expires_at, origin_of
 from ._rules import HTTPPolicy
 from ._run import Exchange, current, resolve_policy
@@ -155,6 +156,8 @@ class RetrySession:
         #: Per-origin idle limits seen (hints, learned); aiohttp itself applies only
         #: ``keepalive_timeout``.
         self.idle_limits = IdleLimits(self._policy.idle_timeout, learn=self._policy.learn_idle)
+        #: The session's retry budget and per-origin breakers (``states()``, ``statistics()``).
+        self.guards = OriginGuards(self._policy)
         if "connector" not in session_options:
             idle = self._policy.idle_timeout
             session_options["connector"] = _Connector(
@@ -188,6 +191,7 @@ class RetrySession:
             buffered=read,
             replayable=_replayable(kwargs),
             limits=self.idle_limits,
+            guards=self.guards,
         )
 
         async def attempt(a: AttemptContext) -> aiohttp.ClientResponse:

@@ -25,6 +25,7 @@ from .._drivers import AttemptContext, adrive, drive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
+from ._guards import OriginGuards
 from ._idle import IdleLimits, expires_at, origin_of
 from ._rules import HTTPPolicy, Progress
 from ._run import Exchange, current, resolve_policy
@@ -389,6 +390,7 @@ def _exchange(transport: _Base, request: httpx.Request, buffered: bool) -> Excha
         buffered=buffered,
         replayable=_always if body is None else lambda: not body.started,
         limits=transport.idle_limits,
+        guards=transport.guards,
     )
 
 
@@ -425,11 +427,14 @@ async def _abuffer(response: httpx.Response) -> None:
 class _Base:
     _policy: HTTPPolicy
     idle_limits: IdleLimits
+    guards: OriginGuards
 
     def _setup(self, policy: HTTPPolicy | None, retry: Retry | None) -> None:
         self._policy = resolve_policy(policy, retry)
         #: Per-origin idle limits (configured, server hints, learned); see ``snapshot()``.
         self.idle_limits = IdleLimits(self._policy.idle_timeout, learn=self._policy.learn_idle)
+        #: The client's retry budget and per-origin breakers (``states()``, ``statistics()``).
+        self.guards = OriginGuards(self._policy)
 
     @property
     def policy(self) -> HTTPPolicy:
