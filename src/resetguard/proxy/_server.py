@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from ._api import ApiServer, start_api
 from ._proxy import Engine, Proxy, ProxyError, format_address, parse_address
-from ._toxics import Toxic, ToxicError, parse_toxic, toxic_from_json
+from ._toxics import Toxic, ToxicError, parse_toxic, toxics_from_json
 
 __all__ = ["FaultProxy", "FaultProxyServer", "ToxicLike", "as_toxics"]
 
@@ -44,7 +44,7 @@ def as_toxics(items: Iterable[ToxicLike] | ToxicLike) -> tuple[Toxic, ...]:
         elif isinstance(item, str):
             out.extend(parse_toxic(item))
         elif isinstance(item, Mapping):
-            out.append(toxic_from_json(item))
+            out.extend(toxics_from_json(item))
         else:
             raise ToxicError(f"a toxic must be a Toxic, a spec string or a dict, got {item!r}")
     return tuple(out)
