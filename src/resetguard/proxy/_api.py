@@ -486,6 +486,7 @@ def render_metrics(engine: Engine) -> str:
         out.extend(f"{name}{labels} {value}" for labels, value in samples)
 
     proxies = list(engine.proxies.values())
+    totals = {p.name: p.stats for p in proxies}  # each sums over open connections: once
     for prefix in ("resetguard", "toxiproxy"):
         for index, (kind, what) in enumerate((("received", "read from"), ("sent", "written to"))):
             samples = []
@@ -494,7 +495,7 @@ def render_metrics(engine: Engine) -> str:
                     labels = _labels(
                         direction=direction, listener=p.listen, proxy=p.name, upstream=p.upstream
                     )
-                    samples.append((labels, p.stats[d][index]))
+                    samples.append((labels, totals[p.name][d][index]))
             family(
                 f"{prefix}_proxy_{kind}_bytes_total",
                 "counter",

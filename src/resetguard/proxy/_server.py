@@ -456,11 +456,12 @@ class FaultProxy:
 
         def read() -> dict[str, int]:
             p = self._p
+            (up_in, up_out), (down_in, down_out) = p.stats  # summed over connections: once
             return {
-                "upstream_received": p.stats[0][0],
-                "upstream_sent": p.stats[0][1],
-                "downstream_received": p.stats[1][0],
-                "downstream_sent": p.stats[1][1],
+                "upstream_received": up_in,
+                "upstream_sent": up_out,
+                "downstream_received": down_in,
+                "downstream_sent": down_out,
                 "connections_total": p.connections_total,
                 "connections_active": len(p.conns),
             }
