@@ -36,7 +36,10 @@ def import_graph(root: Path) -> dict[str, set[str]]:
                     anchor = package.split(".")
                     anchor = anchor[: len(anchor) - (node.level - 1)]
                     base = ".".join([*anchor, base] if base else anchor)
-                targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+                # ``from . import _clock`` loads the sibling module; the package itself
+                # is already being imported, so it is no edge of its own
+                own = [base] if node.module else []
+                targets = own + [f"{base}.{alias.name}" for alias in node.names]
             for target in targets:
                 if target in modules and target != name:
                     graph[name].add(target)
