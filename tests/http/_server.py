@@ -1,6 +1,7 @@
 """A raw-socket HTTP/1.1 loopback server with faults on demand, for tests and benchmarks.
 
-Every request carrying ``X-Req-Id`` is counted (``executions[id]``) when the server
+Every request carrying ``X-Req-Id`` is counted (``executions[id]``, its body kept in
+``bodies[id]``) when the server
 *executes* it, i.e. when the handler runs; faults that happen before that (the idle close)
 leave it uncounted, faults after it (an RST instead of the response) do not undo it.
 
@@ -83,6 +84,8 @@ class FaultServer:
         self._lock = threading.Lock()
         self.executions: collections.Counter[str] = collections.Counter()
         self.methods: dict[str, str] = {}
+        #: the body of every execution of a request with ``X-Req-Id``, in order
+        self.bodies: collections.defaultdict[str, list[bytes]] = collections.defaultdict(list)
         self.race_hits = 0
         self.idle_closes = 0
         self.connections = 0
@@ -319,6 +322,9 @@ class FaultServer:
         url = urlsplit(target)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         n = self._count(headers.get("x-req-id", ""), method)
+        if headers.get("x-req-id"):
+            with self._lock:
+                self.bodies[headers["x-req-id"]].append(body)
         times = int(q.get("times", "1"))
         if self.rst_rate:
             with self._lock:
