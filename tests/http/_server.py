@@ -94,6 +94,7 @@ class FaultServer:
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._socks: set[socket.socket] = set()
+        self._local = threading.local()  # per connection thread: is this a HEAD request
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -314,11 +315,13 @@ class FaultServer:
             f"HTTP/1.1 {status} {reason}\r\nContent-Length: {len(body)}\r\n"
             f"Content-Type: text/plain\r\n{ka}{extra}\r\n"
         )
-        sock.sendall(head.encode() + body)
+        # a HEAD response has the headers of the GET response and no body
+        sock.sendall(head.encode() + (b"" if getattr(self._local, "head", False) else body))
 
     def _handle(
         self, sock: socket.socket, method: str, target: str, headers: dict[str, str], body: bytes
     ) -> bool:
+        self._local.head = method == "HEAD"
         url = urlsplit(target)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         n = self._count(headers.get("x-req-id", ""), method)
