@@ -488,6 +488,13 @@ class RetrySession:
     def delete(self, url: Any, **kwargs: Any) -> RequestContext:
         return self.request("DELETE", url, **kwargs)
 
+    def __getattr__(self, name: str) -> Any:
+        # Everything else a ClientSession has (cookie_jar, headers, closed, ws_connect…)
+        # is the wrapped session's.
+        if name == "session":
+            raise AttributeError(name)
+        return getattr(self.session, name)
+
     async def close(self) -> None:
         await self.session.close()
 
