@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import ssl
 from pathlib import Path
 from typing import Any
@@ -335,3 +336,92 @@ def test_clients_expose_policy_and_shared_idle_limits(clean_env: pytest.MonkeyPa
         assert client.idle_limits.limit("example.org:80") == 2.5
     finally:
         client.close()
+
+
+# --------------------------------------------------------------------------- same as httpx
+
+
+def _scenarios(url: str) -> dict[str, Any]:
+    """Calls made the same way on httpx's client and ours: (options, call)."""
+
+    def hooks_seen(seen: list[str]) -> dict[str, Any]:
+        return {
+            "event_hooks": {
+                "request": [lambda r: seen.append(f"request {r.method}")],
+                "response": [lambda r: seen.append(f"response {r.status_code}")],
+            }
+        }
+
+    seen: list[str] = []
+    return {
+        "base_url+params": ({"base_url": url, "params": {"a": "1"}}, lambda c: c.get("/ok")),
+        "headers+cookies": (
+            {"headers": {"X-A": "1"}, "cookies": {"c": "v"}},
+            lambda c: c.get(url + "/ok"),
+        ),
+        "auth": ({"auth": ("user", "secret")}, lambda c: c.get(url + "/ok")),
+        "json": ({}, lambda c: c.post(url + "/echo", json={"k": [1, 2]})),
+        "form": ({}, lambda c: c.post(url + "/echo", data={"k": "v"})),
+        "multipart+data": (
+            {},
+            lambda c: c.post(url + "/echo", data={"k": "v"}, files={"f": ("a.txt", b"abc")}),
+        ),
+        "bytes": ({}, lambda c: c.put(url + "/echo", content=b"x" * 1000)),
+        "iterator": ({}, lambda c: c.put(url + "/echo", content=iter([b"ab", b"cd"]))),
+        "stream": ({}, lambda c: _streamed(c, url + "/big?size=5000")),
+        "event_hooks": (hooks_seen(seen), lambda c: (c.get(url + "/ok"), list(seen))[1]),
+        "status": ({}, lambda c: c.get(url + "/status?code=404")),
+        "timeout": ({"timeout": httpx.Timeout(2.0)}, lambda c: c.get(url + "/slow?ms=10")),
+        "build_request+send": ({}, lambda c: c.send(c.build_request("GET", url + "/ok"))),
+        "default_encoding": ({"default_encoding": "latin-1"}, lambda c: c.get(url + "/ok")),
+    }
+
+
+def _streamed(client: httpx.Client, url: str) -> tuple[int, int]:
+    with client.stream("GET", url) as response:
+        return response.status_code, sum(len(chunk) for chunk in response.iter_bytes())
+
+
+def _outcome(result: Any) -> Any:
+    if isinstance(result, httpx.Response):
+        sent = {
+            k: re.sub(r"boundary=\w+", "boundary=*", v) for k, v in result.request.headers.items()
+        }
+        return (
+            result.status_code,
+            result.text,
+            result.encoding,
+            result.request.method,
+            str(result.request.url),
+            sent,
+        )
+    return result
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "base_url+params",
+        "headers+cookies",
+        "auth",
+        "json",
+        "form",
+        "multipart+data",
+        "bytes",
+        "iterator",
+        "stream",
+        "event_hooks",
+        "status",
+        "timeout",
+        "build_request+send",
+        "default_encoding",
+    ],
+)
+def test_same_outcome_as_httpx(name: str, clean_env: pytest.MonkeyPatch) -> None:
+    with FaultServer() as srv:
+        outcomes = []
+        for client_class in (httpx.Client, Client):
+            options, call = _scenarios(srv.url)[name]
+            with client_class(**options) as c:
+                outcomes.append(_outcome(call(c)))
+    assert outcomes[0] == outcomes[1]
