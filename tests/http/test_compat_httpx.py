@@ -22,6 +22,7 @@ from tests._faketime import FakeTime
 
 from ._proxy import ForwardProxy
 from ._server import FaultServer
+from ._tls import TLSServer
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
@@ -425,3 +426,18 @@ def test_same_outcome_as_httpx(name: str, clean_env: pytest.MonkeyPatch) -> None
             with client_class(**options) as c:
                 outcomes.append(_outcome(call(c)))
     assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_https_through_a_connect_proxy_with_a_retry(
+    kind: str, tls_files: tuple[str, str], clean_env: pytest.MonkeyPatch
+) -> None:
+    cert, key = tls_files
+    fake = FakeTime()
+    with TLSServer(cert, key) as srv, ForwardProxy() as proxy:
+        context = ssl.create_default_context(cafile=cert)
+        client = _client(kind, proxy=proxy.url, verify=context, policy=_policy(fake))
+        r = _get(client, srv.url + "/rst", "tls")  # reset inside the tunnel: retried
+        assert r.status_code == 200
+        assert srv.seen.count("/rst") == 2
+        assert proxy.count("CONNECT") >= 2

@@ -4,15 +4,7 @@ uploads, on real loopback servers (plain and TLS) and a real forward proxy."""
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import socket
-import ssl
-import struct
-import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +19,7 @@ from tests._faketime import FakeTime
 
 from ._proxy import ForwardProxy
 from ._server import FaultServer
+from ._tls import TLSServer
 
 
 def _policy(fake: FakeTime, **kw: Any) -> HTTPPolicy:
@@ -146,82 +139,12 @@ def test_file_upload_is_rewound_when_a_retry_replays_it(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- TLS: verify, cert
 
-_LINGER_RST = struct.pack("ii", 1, 0)
-
-
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """A self-signed certificate for 127.0.0.1 (server and client): (cert path, key path)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl binary not found")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key)),
-            *("-out", str(cert), "-days", "10", "-subj", "/CN=127.0.0.1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return str(cert), str(key)
-
-
-class _TLSServer:
-    """HTTPS on loopback; ``/rst`` resets its first request; counts requests by path."""
-
-    def __init__(self, cert: str, key: str, *, client_ca: str | None = None) -> None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        if client_ca is not None:
-            context.verify_mode = ssl.CERT_REQUIRED
-            context.load_verify_locations(client_ca)
-        seen: list[str] = []
-        self.seen = seen
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                seen.append(self.path)
-                if self.path == "/rst" and seen.count("/rst") == 1:
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-                    self.close_connection = True
-                    with contextlib.suppress(OSError):
-                        self.connection.close()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,))
-
-    def __enter__(self) -> _TLSServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
 
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_verify_is_requests_own(tls_files: tuple[str, str], clean_env: pytest.MonkeyPatch) -> None:
     cert, key = tls_files
     fake = FakeTime()
-    with _TLSServer(cert, key) as srv, Session(policy=_policy(fake)) as s:
+    with TLSServer(cert, key) as srv, Session(policy=_policy(fake)) as s:
         with pytest.raises(requests.exceptions.SSLError):
             s.get(srv.url + "/ok")  # self-signed: refused, as requests refuses it
         assert s.get(srv.url + "/ok", verify=False).status_code == 200
@@ -233,7 +156,7 @@ def test_verify_is_requests_own(tls_files: tuple[str, str], clean_env: pytest.Mo
 
 def test_client_cert_is_sent(tls_files: tuple[str, str], clean_env: pytest.MonkeyPatch) -> None:
     cert, key = tls_files
-    with _TLSServer(cert, key, client_ca=cert) as srv, Session() as s:
+    with TLSServer(cert, key, client_ca=cert) as srv, Session() as s:
         s.verify = cert
         with pytest.raises((requests.exceptions.SSLError, requests.ConnectionError)):
             s.get(srv.url + "/ok")  # no client certificate: the server refuses
@@ -241,3 +164,18 @@ def test_client_cert_is_sent(tls_files: tuple[str, str], clean_env: pytest.Monke
         s.cert = (cert, key)
         assert s.get(srv.url + "/ok").status_code == 200
         assert srv.seen.count("/ok") == 2
+
+
+def test_https_through_a_connect_proxy_with_a_retry(
+    tls_files: tuple[str, str], clean_env: pytest.MonkeyPatch
+) -> None:
+    cert, key = tls_files
+    fake = FakeTime()
+    with TLSServer(cert, key) as srv, ForwardProxy() as proxy:
+        clean_env.setenv("HTTPS_PROXY", proxy.url)
+        with Session(policy=_policy(fake)) as s:
+            s.verify = cert
+            r = s.get(srv.url + "/rst")  # reset inside the tunnel: retried, new tunnel
+            assert r.status_code == 200
+        assert srv.seen.count("/rst") == 2
+        assert proxy.count("CONNECT") >= 2
