@@ -19,6 +19,7 @@ from tests._faketime import FakeTime
 
 from ._proxy import ForwardProxy
 from ._server import FaultServer
+from ._workload import arun
 
 VERBS = ["get", "head", "options", "post", "put", "patch", "delete"]
 
@@ -266,3 +267,23 @@ def test_a_form_with_an_unseekable_stream_is_sent_once() -> None:
         with pytest.raises(aiohttp.ClientError):
             asyncio.run(main())
         assert srv.executions["n"] == 1
+
+
+def test_async_with_form_under_the_keepalive_race() -> None:
+    """The stale keep-alive race, every request made with ``async with``."""
+
+    async def main() -> Any:
+        async with RetrySession(policy=HTTPPolicy(learn_idle=False)) as s:
+
+            async def send(method: str, path: str, headers: Any, body: Any) -> int:
+                async with s.request(method, srv.url + path, headers=headers, data=body) as r:
+                    r.raise_for_status()
+                    return r.status
+
+            return await arun(send, n=16, gap=(0.05, 0.1))
+
+    with FaultServer(idle_close=0.1, read_delay=0.025) as srv:
+        out = asyncio.run(main())
+    assert srv.race_hits >= 2, "the race never fired: the test proves nothing"
+    assert out.count("GET") == 0, out.errors.get("GET")
+    assert srv.duplicates("POST") == 0
