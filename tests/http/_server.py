@@ -13,6 +13,7 @@ Routes (query parameters in brackets):
   /midbody [times]              headers + 1000 of 100 000 bytes, then RST (first ``times``)
   /rst [times]                  executes, then RST without a response (first ``times``)
   /big [size]                   200 with ``size`` bytes
+  /redirect [to, code]          ``code`` (307) to ``to`` (/ok)
   anything else                 200 "{}"
 
 Server-wide faults: ``idle_close`` (close a keep-alive connection idle that long, by FIN or
@@ -309,7 +310,12 @@ class FaultServer:
             return self.executions[key]
 
     def _send(self, sock: socket.socket, status: int, body: bytes, extra: str = "") -> None:
-        reason = {200: "OK", 429: "Too Many Requests", 503: "Service Unavailable"}.get(status, "X")
+        reason = {
+            200: "OK",
+            307: "Temporary Redirect",
+            429: "Too Many Requests",
+            503: "Service Unavailable",
+        }.get(status, "X")
         ka = f"Keep-Alive: {self.keep_alive_header}\r\n" if self.keep_alive_header else ""
         head = (
             f"HTTP/1.1 {status} {reason}\r\nContent-Length: {len(body)}\r\n"
@@ -362,6 +368,9 @@ class FaultServer:
                 self._close(sock, rst=True)
                 return False
             self._send(sock, 200, b"ok")
+        elif path == "/redirect":
+            location = q.get("to", "/ok")
+            self._send(sock, int(q.get("code", "307")), b"", f"Location: {location}\r\n")
         elif path == "/big":
             self._send(sock, 200, b"z" * int(q.get("size", "100000")))
         else:  # any other path: a plain success, for the documentation examples

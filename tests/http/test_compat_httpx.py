@@ -441,3 +441,19 @@ def test_https_through_a_connect_proxy_with_a_retry(
         assert r.status_code == 200
         assert srv.seen.count("/rst") == 2
         assert proxy.count("CONNECT") >= 2
+
+
+def test_a_file_body_followed_through_a_redirect_is_rewound_for_a_retry(tmp_path: Path) -> None:
+    fake = FakeTime()
+    path = tmp_path / "body.bin"
+    path.write_bytes(b"payload" * 3000)
+    with FaultServer() as srv, Client(policy=_policy(fake)) as c, path.open("rb") as file:
+        r = c.put(
+            srv.url + "/redirect?code=307&to=/rst%3Ftimes%3D2",
+            content=file,
+            headers={"X-Req-Id": "rd"},
+            follow_redirects=True,
+        )
+        assert r.status_code == 200
+        assert srv.executions["rd"] == 3  # the redirect, the reset attempt, its retry
+        assert srv.bodies["rd"] == [b"payload" * 3000] * 3

@@ -422,6 +422,8 @@ def _track_body(request: httpx.Request) -> _OnceStream | None:
     stream = request.stream
     if isinstance(stream, httpx.ByteStream):
         return None
+    if isinstance(stream, _OnceStream):
+        return stream  # a 307/308 redirect sends the same body again: already tracked
     tracked = _OnceStream(stream)
     request.stream = tracked
     return tracked
