@@ -25,12 +25,12 @@ from typing import Any, ParamSpec
 
 import aiohttp
 
-from .. import _clock, _guard
+from .._drivers import AttemptContext, adrive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
-from ._idle import IdleLimits
-from ._rules import HTTPPolicy, Progress, is_idempotent, parse_keep_alive
-from ._run import HttpRun, current, resolve_policy
+from ._idle import IdleLimits, expires_at, origin_of
+from ._rules import HTTPPolicy
+from ._run import Exchange, current, resolve_policy
 
 __all__ = ["DEFAULT_TIMEOUT", "RequestContext", "RetrySession"]
 
@@ -83,7 +83,7 @@ class _Connector(aiohttp.TCPConnector):
                     emit(
                         ConnectionEvent(name="aiohttp", action="closed", peer=origin, idle_age=idle)
                     )
-            elif limit is not None and idle > limit:
+            elif (due := expires_at(released, released, limit, None)) is not None and now > due:
                 if hooks_active():
                     emit(
                         ConnectionEvent(
@@ -96,19 +96,6 @@ class _Connector(aiohttp.TCPConnector):
             conns.popleft()
             proto.close()
         del self._conns[key]
-
-
-class _Files:
-    """The files inside a form body, rewound together (``seek`` as the retry loop calls it)."""
-
-    __slots__ = ("_positions",)
-
-    def __init__(self, positions: list[tuple[Any, int]]) -> None:
-        self._positions = positions
-
-    def seek(self, _offset: int) -> None:
-        for file, position in self._positions:
-            file.seek(position)
 
 
 class _HeldFile(io.IOBase):
@@ -244,31 +231,48 @@ def _seekable(value: Any) -> bool:
         return False
 
 
-def _simple_body(kwargs: Mapping[str, Any]) -> tuple[bool, Any]:
-    """(replayable as is, something to ``seek`` back before a replay, or None)."""
+def _rewinder(positions: list[tuple[Any, int]]) -> Callable[[], bool]:
+    def rewind() -> bool:
+        try:
+            for file, position in positions:
+                file.seek(position)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    return rewind
+
+
+def _replayable(kwargs: Mapping[str, Any]) -> Callable[[], bool]:
+    """Readies the request body to be sent again; False when it cannot be (a stream).
+
+    Bytes and text replay as they are; a seekable file, alone or inside a form (dict,
+    pairs, ``FormData``), is rewound to where it started.
+    """
     data = kwargs.get("data")
     if data is None or isinstance(data, bytes | bytearray | str):
-        return True, None
+        return _always
     if isinstance(data, io.IOBase):
-        return (True, (data, data.tell())) if _seekable(data) else (False, None)
+        return _rewinder([(data, data.tell())]) if _seekable(data) else _never
     values = _form_values(data)
     if values is None:
-        return False, None
+        return _never
     if isinstance(data, aiohttp.FormData) and not values and data._is_multipart:
-        return False, None  # sent before (its fields were consumed): not replayed
+        return _never  # sent before (its fields were consumed): not replayed
     files = [v for v in values if hasattr(v, "read")]
     if not all(_seekable(f) for f in files):
-        return False, None  # a pipe or a stream inside the form: sent once
+        return _never  # a pipe or a stream inside the form: sent once
     if not files:
-        return True, None
-    return True, (_Files([(f, f.tell()) for f in files]), 0)
+        return _always
+    return _rewinder([(f, f.tell()) for f in files])
 
 
-def _origin(url: Any) -> str:
-    from yarl import URL
+def _always() -> bool:
+    return True
 
-    u = URL(str(url))
-    return f"{u.host}:{u.port}"
+
+def _never() -> bool:
+    return False
 
 
 _P = ParamSpec("_P")
@@ -392,24 +396,21 @@ class RetrySession:
 
         Awaited or used as ``async with session.request(...) as response:``.
         """
-        policy = self._policy
-        retry = policy.retry
         headers = kwargs.get("headers")
         if headers is not None and not isinstance(headers, Mapping):
             headers = dict(headers)
-        idempotent = is_idempotent(method, headers, policy)
-        simple, rewind = _simple_body(kwargs)
-        breaker, budget = retry.breaker, retry.budget
-        if budget is not None:
-            budget._deposit()
-        run: HttpRun | None = None
-        ticket, t0 = 0, 0.0
-        while True:
-            if breaker is not None:
-                ticket = _guard.acquire(breaker, run)
-                t0 = breaker._clock()
-            progress = Progress()
-            token = current.set(progress)
+        exchange = Exchange(
+            self._policy,
+            method,
+            str(url),
+            headers,
+            buffered=read,
+            replayable=_replayable(kwargs),
+            limits=self.idle_limits,
+        )
+
+        async def attempt(a: AttemptContext) -> aiohttp.ClientResponse:
+            progress, token = exchange.begin(a)
             try:
                 response = await self.session.request(method, url, **kwargs)
                 # The head arrived. How much was written is not reported (a tracing
@@ -422,50 +423,14 @@ class RetrySession:
                     except BaseException:
                         response.close()
                         raise
-            except BaseException as exc:
-                if breaker is not None:
-                    _guard.release(breaker, ticket, t0, exc)
-                if not isinstance(exc, Exception):
-                    raise  # cancellation or an interrupt: never retried
-                if run is None:
-                    run = HttpRun(policy, method, str(url), idempotent=idempotent)
-                replayable = simple
-                if rewind is not None:
-                    try:
-                        rewind[0].seek(rewind[1])
-                    except (OSError, ValueError):
-                        replayable = False
-                delay = run.failed(exc, progress, replayable=replayable, buffered=read)
-                if run.stale_close and progress.idle_age is not None and progress.peer:
-                    self.idle_limits.closed(progress.peer, progress.idle_age)
-                if delay is None:
-                    raise
-                if delay > 0:
-                    await (retry.async_sleep or _clock.async_sleep)(delay)
-                continue
             finally:
-                current.reset(token)
-            if breaker is not None:
-                _guard.release(breaker, ticket, t0, None)
-            keep_alive = response.headers.get("Keep-Alive")
-            if keep_alive is not None:
-                seconds = parse_keep_alive(keep_alive)
-                if seconds is not None:
-                    self.idle_limits.hint(_origin(response.url), seconds)
-            if progress.reused and progress.idle_age is not None and progress.peer:
-                self.idle_limits.alive(progress.peer, progress.idle_age)
-            if idempotent and response.status in policy.status_codes:
-                if run is None:
-                    run = HttpRun(policy, method, str(url), idempotent=idempotent)
-                delay = run.status(response.status, response.headers.get("Retry-After"))
-                if delay is not None:
-                    response.release()
-                    if delay > 0:
-                        await (retry.async_sleep or _clock.async_sleep)(delay)
-                    continue
-            if run is not None and run.history:
-                run.succeeded()
+                exchange.end(token)
+            origin = origin_of(str(response.url))
+            if exchange.answered(a, progress, response.status, response.headers, origin):
+                response.release()
             return response
+
+        return await adrive(exchange.run, attempt)
 
     def get(self, url: Any, **kwargs: Any) -> RequestContext:
         return self.request("GET", url, **kwargs)

@@ -22,13 +22,13 @@ from typing import Any
 import httpcore
 import httpx
 
-from .. import _clock, _guard
+from .._drivers import AttemptContext, adrive, drive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
-from ._idle import IdleLimits
-from ._rules import HTTPPolicy, Progress, is_idempotent, parse_keep_alive
-from ._run import HttpRun, current, resolve_policy
+from ._idle import IdleLimits, expires_at, origin_of
+from ._rules import HTTPPolicy, Progress
+from ._run import Exchange, current, resolve_policy
 
 __all__ = [
     "BUFFER_EXTENSION",
@@ -68,8 +68,7 @@ def _limits(policy: HTTPPolicy, limits: httpx.Limits | None) -> httpx.Limits:
 
 
 def _origin(url: httpx.URL) -> str:
-    port = url.port or (443 if url.scheme == "https" else 80)
-    return f"{url.host}:{port}"
+    return origin_of(str(url))
 
 
 # --------------------------------------------------------------------------- sockets
@@ -99,12 +98,9 @@ class _Conn:
 
     def due(self) -> float | None:
         """When this connection passes its idle limit or its max age (None: never)."""
-        limit = self.limits.limit(self.origin)
-        due = None if limit is None else self.last_used + limit
-        if self.max_age is not None:
-            aged = self.created + self.max_age
-            due = aged if due is None else min(due, aged)
-        return due
+        return expires_at(
+            self.last_used, self.created, self.limits.limit(self.origin), self.max_age
+        )
 
     def bind(self, progress: Progress) -> None:
         """The first write of an attempt: record whether this connection is reused."""
@@ -128,10 +124,8 @@ class _Conn:
         """httpcore asks before reusing an idle connection; True makes it discard the connection."""
         now = _monotonic()
         idle = now - self.last_used
-        limit = self.limits.limit(self.origin)
-        if (limit is not None and idle > limit) or (
-            self.max_age is not None and now - self.created > self.max_age
-        ):
+        due = self.due()
+        if due is not None and now > due:
             if hooks_active():
                 emit(
                     ConnectionEvent(name="httpx", action="expired", peer=self.origin, idle_age=idle)
@@ -429,6 +423,24 @@ def _track_body(request: httpx.Request) -> _OnceStream | None:
     return tracked
 
 
+def _exchange(transport: _Base, request: httpx.Request, buffered: bool) -> Exchange:
+    """The request's translation for the engine (see :class:`~resetguard.http._run.Exchange`)."""
+    body = _track_body(request)
+    return Exchange(
+        transport._policy,
+        request.method,
+        str(request.url),
+        request.headers,
+        buffered=buffered,
+        replayable=_always if body is None else lambda: not body.started,
+        limits=transport.idle_limits,
+    )
+
+
+def _always() -> bool:
+    return True
+
+
 def _buffer(response: httpx.Response) -> None:
     """Read the raw body inside the retry loop; the client then reads it from memory.
 
@@ -472,22 +484,6 @@ class _Base:
     def policy(self) -> HTTPPolicy:
         """The :class:`HTTPPolicy` in force."""
         return self._policy
-
-    def _observe(
-        self, request: httpx.Request, progress: Progress, response: httpx.Response
-    ) -> None:
-        # The connection's own origin (as httpcore dialled it) keys the limits it enforces.
-        keep_alive = response.headers.get("keep-alive")
-        if keep_alive is not None:
-            seconds = parse_keep_alive(keep_alive)
-            if seconds is not None:
-                self.idle_limits.hint(progress.peer or _origin(request.url), seconds)
-        if progress.reused and progress.idle_age is not None:
-            self.idle_limits.alive(progress.peer, progress.idle_age)
-
-    def _failed(self, run: HttpRun, progress: Progress) -> None:
-        if run.stale_close and progress.idle_age is not None:
-            self.idle_limits.closed(progress.peer, progress.idle_age)
 
 
 class RetryTransport(_Base, httpx.BaseTransport):
@@ -585,63 +581,24 @@ class RetryTransport(_Base, httpx.BaseTransport):
         return again
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        policy = self._policy
-        retry = policy.retry
-        idempotent = is_idempotent(request.method, request.headers, policy)
         buffered = bool(request.extensions.get(BUFFER_EXTENSION))
-        body = _track_body(request)
-        breaker, budget = retry.breaker, retry.budget
-        if budget is not None:
-            budget._deposit()
-        run: HttpRun | None = None
-        ticket, t0 = 0, 0.0
-        while True:
-            if breaker is not None:
-                ticket = _guard.acquire(breaker, run)
-                t0 = breaker._clock()
-            progress = Progress()
-            token = current.set(progress)
+        exchange = _exchange(self, request, buffered)
+
+        def attempt(a: AttemptContext) -> httpx.Response:
+            progress, token = exchange.begin(a)
             try:
                 response = self._inner.handle_request(request)
                 if buffered:
                     _buffer(response)
-            except BaseException as exc:
-                if breaker is not None:
-                    _guard.release(breaker, ticket, t0, exc)
-                if not isinstance(exc, Exception):
-                    raise  # cancellation or an interrupt: never retried
-                if run is None:
-                    run = HttpRun(policy, request.method, str(request.url), idempotent=idempotent)
-                delay = run.failed(
-                    exc,
-                    progress,
-                    replayable=body is None or not body.started,
-                    buffered=buffered,
-                )
-                self._failed(run, progress)
-                if delay is None:
-                    raise
-                if delay > 0:
-                    (retry.sleep or time.sleep)(delay)
-                continue
             finally:
-                current.reset(token)
+                exchange.end(token)
                 self._reap_later(progress.peer)
-            if breaker is not None:
-                _guard.release(breaker, ticket, t0, None)
-            self._observe(request, progress, response)
-            if idempotent and response.status_code in policy.status_codes:
-                if run is None:
-                    run = HttpRun(policy, request.method, str(request.url), idempotent=idempotent)
-                delay = run.status(response.status_code, response.headers.get("retry-after"))
-                if delay is not None and (body is None or not body.started):
-                    response.close()
-                    if delay > 0:
-                        (retry.sleep or time.sleep)(delay)
-                    continue
-            if run is not None and run.history:
-                run.succeeded()
+            origin = _origin(request.url)
+            if exchange.answered(a, progress, response.status_code, response.headers, origin):
+                response.close()
             return response
+
+        return drive(exchange.run, attempt)
 
     def __enter__(self) -> RetryTransport:
         self._inner.__enter__()
@@ -694,62 +651,23 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
         self.instrumented = _instrument(transport, self.idle_limits, self._policy.max_age)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        policy = self._policy
-        retry = policy.retry
-        idempotent = is_idempotent(request.method, request.headers, policy)
         buffered = bool(request.extensions.get(BUFFER_EXTENSION))
-        body = _track_body(request)
-        breaker, budget = retry.breaker, retry.budget
-        if budget is not None:
-            budget._deposit()
-        run: HttpRun | None = None
-        ticket, t0 = 0, 0.0
-        while True:
-            if breaker is not None:
-                ticket = _guard.acquire(breaker, run)
-                t0 = breaker._clock()
-            progress = Progress()
-            token = current.set(progress)
+        exchange = _exchange(self, request, buffered)
+
+        async def attempt(a: AttemptContext) -> httpx.Response:
+            progress, token = exchange.begin(a)
             try:
                 response = await self._inner.handle_async_request(request)
                 if buffered:
                     await _abuffer(response)
-            except BaseException as exc:
-                if breaker is not None:
-                    _guard.release(breaker, ticket, t0, exc)
-                if not isinstance(exc, Exception):
-                    raise  # cancellation or an interrupt: never retried
-                if run is None:
-                    run = HttpRun(policy, request.method, str(request.url), idempotent=idempotent)
-                delay = run.failed(
-                    exc,
-                    progress,
-                    replayable=body is None or not body.started,
-                    buffered=buffered,
-                )
-                self._failed(run, progress)
-                if delay is None:
-                    raise
-                if delay > 0:
-                    await (retry.async_sleep or _clock.async_sleep)(delay)
-                continue
             finally:
-                current.reset(token)
-            if breaker is not None:
-                _guard.release(breaker, ticket, t0, None)
-            self._observe(request, progress, response)
-            if idempotent and response.status_code in policy.status_codes:
-                if run is None:
-                    run = HttpRun(policy, request.method, str(request.url), idempotent=idempotent)
-                delay = run.status(response.status_code, response.headers.get("retry-after"))
-                if delay is not None and (body is None or not body.started):
-                    await response.aclose()
-                    if delay > 0:
-                        await (retry.async_sleep or _clock.async_sleep)(delay)
-                    continue
-            if run is not None and run.history:
-                run.succeeded()
+                exchange.end(token)
+            origin = _origin(request.url)
+            if exchange.answered(a, progress, response.status_code, response.headers, origin):
+                await response.aclose()
             return response
+
+        return await adrive(exchange.run, attempt)
 
     async def __aenter__(self) -> AsyncRetryTransport:
         await self._inner.__aenter__()
