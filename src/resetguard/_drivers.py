@@ -78,9 +78,6 @@ class AttemptContext:
         return True
 
     def __enter__(self) -> AttemptContext:
-        run = self._run
-        if run.breaker is not None:
-            run.acquire()
         return self
 
     def __exit__(
@@ -102,7 +99,6 @@ class AttemptContext:
         return ended
 
     async def __aenter__(self) -> AttemptContext:
-        self._run.acquire()
         return self
 
     async def __aexit__(
@@ -149,9 +145,10 @@ class AttemptContext:
 class Attempts:
     """The attempt loop: ``for attempt in Attempts(run): with attempt: ...``.
 
-    Also ``async for`` / ``async with``. Between attempts it sleeps the delay the engine
-    chose (never calling sleep for a zero delay); it stops once the call succeeded, was
-    settled by a resolve hook, or gave up (the error then propagates from ``with``).
+    Also ``async for`` / ``async with``. Before each attempt it sleeps the delay the engine
+    chose (never calling sleep for a zero delay) and takes the breaker's ticket, waiting
+    for it when the engine says so; it stops once the call succeeded, was settled by a
+    resolve hook, or gave up (the error then propagates from ``with``).
     """
 
     __slots__ = ("_current", "_run")
@@ -177,6 +174,9 @@ class Attempts:
         if delay > 0:
             run.delay = 0.0
             (run.policy.sleep or time.sleep)(delay)
+        if run.breaker is not None:
+            while (wait := run.admit()) is not None:
+                (run.policy.sleep or time.sleep)(wait)
         self._current = attempt = AttemptContext(run, run.attempt)
         return attempt
 
@@ -194,8 +194,19 @@ class Attempts:
         if delay > 0:
             run.delay = 0.0
             await (run.policy.async_sleep or _clock.async_sleep)(delay)
+        if run.breaker is not None:
+            while (wait := run.admit()) is not None:
+                await (run.policy.async_sleep or _clock.async_sleep)(wait)
         self._current = attempt = AttemptContext(run, run.attempt)
         return attempt
+
+    def abandon(self, error: BaseException) -> None:
+        """The loop was left after an attempt was handed out but before it was entered:
+        give the breaker its ticket back (a ticket kept would hold a probe slot for good)."""
+        current = self._current
+        if current is not None and not current._exited:
+            current._exited = True
+            self._run.release(error)
 
 
 def _not_entered() -> None:

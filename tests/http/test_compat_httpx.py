@@ -334,6 +334,7 @@ def test_clients_expose_policy_and_shared_idle_limits(clean_env: pytest.MonkeyPa
         proxy_route = client._transport_for_url(httpx.URL("http://example.org"))
         assert proxy_route is not client.retry_transport
         assert proxy_route.idle_limits is client.idle_limits
+        assert proxy_route.guards is client.guards  # one budget and breaker set per client
         assert client.idle_limits.limit("example.org:80") == 2.5
     finally:
         client.close()

@@ -11,6 +11,7 @@ import resetguard
 from resetguard import Backoff, Kind, Retry, RetryBudget
 from resetguard._engine import Run
 from resetguard.http import HTTPPolicy, outcome_unknown
+from resetguard.http._guards import OriginGuards
 from resetguard.http._idle import LEARN_AFTER, LEARN_FACTOR, MAX_ORIGINS, IdleLimits
 from resetguard.http._rules import Progress, parse_retry_after
 from resetguard.http._run import STALE_REPLAYS, Exchange, RetryableStatus, safe_url
@@ -108,6 +109,7 @@ class HttpRun:
             buffered=True,
             replayable=lambda: self.replayable,
             limits=IdleLimits(policy.idle_timeout),
+            guards=OriginGuards(policy),
         ).run
         assert self.run.judge.idempotent is idempotent
 

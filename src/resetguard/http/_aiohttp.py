@@ -28,6 +28,7 @@ import aiohttp
 from .._drivers import AttemptContext, adrive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
+from ._guards import OriginGuards
 from ._idle import IdleLimits, expires_at, origin_of
 from ._rules import HTTPPolicy
 from ._run import Exchange, current, resolve_policy
@@ -367,6 +368,8 @@ class RetrySession:
         self._policy = resolve_policy(policy, retry)
         #: Per-origin idle limits (configured, hints, learned): ``snapshot()``, ``forget()``.
         self.idle_limits = IdleLimits(self._policy.idle_timeout, learn=self._policy.learn_idle)
+        #: The session's retry budget and per-origin breakers (``states()``, ``statistics()``).
+        self.guards = OriginGuards(self._policy)
         connector = session_options.get("connector")
         if connector is None:
             idle = self._policy.idle_timeout
@@ -407,6 +410,7 @@ class RetrySession:
             buffered=read,
             replayable=_replayable(kwargs),
             limits=self.idle_limits,
+            guards=self.guards,
         )
 
         async def attempt(a: AttemptContext) -> aiohttp.ClientResponse:

@@ -26,6 +26,7 @@ from .._drivers import AttemptContext, adrive, drive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
+from ._guards import OriginGuards
 from ._idle import IdleLimits, expires_at, origin_of
 from ._rules import HTTPPolicy, Progress
 from ._run import Exchange, current, resolve_policy
@@ -434,6 +435,7 @@ def _exchange(transport: _Base, request: httpx.Request, buffered: bool) -> Excha
         buffered=buffered,
         replayable=_always if body is None else lambda: not body.started,
         limits=transport.idle_limits,
+        guards=transport.guards,
     )
 
 
@@ -470,15 +472,22 @@ async def _abuffer(response: httpx.Response) -> None:
 class _Base:
     _policy: HTTPPolicy
     idle_limits: IdleLimits
+    guards: OriginGuards
 
     def _setup(
-        self, policy: HTTPPolicy | None, retry: Retry | None, idle_limits: IdleLimits | None
+        self,
+        policy: HTTPPolicy | None,
+        retry: Retry | None,
+        idle_limits: IdleLimits | None,
+        guards: OriginGuards | None,
     ) -> None:
         self._policy = resolve_policy(policy, retry)
         #: Per-origin idle limits (configured, server hints, learned); see ``snapshot()``.
         self.idle_limits = idle_limits or IdleLimits(
             self._policy.idle_timeout, learn=self._policy.learn_idle
         )
+        #: The client's retry budget and per-origin breakers (``states()``, ``statistics()``).
+        self.guards = guards or OriginGuards(self._policy)
 
     @property
     def policy(self) -> HTTPPolicy:
@@ -494,8 +503,9 @@ class RetryTransport(_Base, httpx.BaseTransport):
             from ``transport_options`` with the policy's idle limit).
         policy: the :class:`HTTPPolicy` (default ``HTTPPolicy()``).
         retry: shorthand for ``policy=HTTPPolicy(retry=retry)``.
-        idle_limits: share what is known about origins with other transports (the
-            :class:`Client` gives all its transports, proxies and mounts one).
+        idle_limits, guards: share what is known about origins, the retry budget and the
+            per-origin breakers with other transports (the :class:`Client` gives all its
+            transports, proxies and mounts one of each).
         transport_options: ``httpx.HTTPTransport`` arguments (``verify``, ``limits``, …).
 
     Entering and leaving it (``with``) enters and leaves the wrapped transport, once each.
@@ -516,9 +526,10 @@ class RetryTransport(_Base, httpx.BaseTransport):
         policy: HTTPPolicy | None = None,
         retry: Retry | None = None,
         idle_limits: IdleLimits | None = None,
+        guards: OriginGuards | None = None,
         **transport_options: Any,
     ) -> None:
-        self._setup(policy, retry, idle_limits)
+        self._setup(policy, retry, idle_limits, guards)
         if transport is None:
             transport_options["limits"] = _limits(self._policy, transport_options.get("limits"))
             transport = httpx.HTTPTransport(**transport_options)
@@ -635,9 +646,10 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
         policy: HTTPPolicy | None = None,
         retry: Retry | None = None,
         idle_limits: IdleLimits | None = None,
+        guards: OriginGuards | None = None,
         **transport_options: Any,
     ) -> None:
-        self._setup(policy, retry, idle_limits)
+        self._setup(policy, retry, idle_limits, guards)
         if transport is None:
             transport_options["limits"] = _limits(self._policy, transport_options.get("limits"))
             transport = httpx.AsyncHTTPTransport(**transport_options)
@@ -753,12 +765,13 @@ class Client(httpx.Client):
     ) -> None:
         resolved = resolve_policy(policy, retry)
         shared = IdleLimits(resolved.idle_timeout, learn=resolved.learn_idle)
+        guards = OriginGuards(resolved)
         super().__init__(timeout=timeout, limits=_client_limits(resolved, limits), **kwargs)
 
         def wrap(transport: httpx.BaseTransport) -> RetryTransport:
             if isinstance(transport, RetryTransport):
                 return transport  # already retrying: a second layer would multiply attempts
-            return RetryTransport(transport, policy=resolved, idle_limits=shared)
+            return RetryTransport(transport, policy=resolved, idle_limits=shared, guards=guards)
 
         self.retry_transport = _wrap_routes(self, wrap)
 
@@ -766,6 +779,11 @@ class Client(httpx.Client):
     def idle_limits(self) -> IdleLimits:
         """What the client knows about each origin's idle limit (``snapshot()``, ``forget()``)."""
         return self.retry_transport.idle_limits
+
+    @property
+    def guards(self) -> OriginGuards:
+        """The client's retry budget and per-origin breakers, shared by every route."""
+        return self.retry_transport.guards
 
     @property
     def policy(self) -> HTTPPolicy:
@@ -806,12 +824,15 @@ class AsyncClient(httpx.AsyncClient):
     ) -> None:
         resolved = resolve_policy(policy, retry)
         shared = IdleLimits(resolved.idle_timeout, learn=resolved.learn_idle)
+        guards = OriginGuards(resolved)
         super().__init__(timeout=timeout, limits=_client_limits(resolved, limits), **kwargs)
 
         def wrap(transport: httpx.AsyncBaseTransport) -> AsyncRetryTransport:
             if isinstance(transport, AsyncRetryTransport):
                 return transport
-            return AsyncRetryTransport(transport, policy=resolved, idle_limits=shared)
+            return AsyncRetryTransport(
+                transport, policy=resolved, idle_limits=shared, guards=guards
+            )
 
         self.retry_transport = _wrap_routes(self, wrap)
 
@@ -819,6 +840,11 @@ class AsyncClient(httpx.AsyncClient):
     def idle_limits(self) -> IdleLimits:
         """What the client knows about each origin's idle limit (``snapshot()``, ``forget()``)."""
         return self.retry_transport.idle_limits
+
+    @property
+    def guards(self) -> OriginGuards:
+        """The client's retry budget and per-origin breakers, shared by every route."""
+        return self.retry_transport.guards
 
     @property
     def policy(self) -> HTTPPolicy:

@@ -25,6 +25,7 @@ from .._drivers import AttemptContext, drive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
+from ._guards import OriginGuards
 from ._idle import IdleLimits, expires_at, origin_of
 from ._rules import HTTPPolicy, Progress
 from ._run import Exchange, current, resolve_policy
@@ -294,7 +295,7 @@ class RetryAdapter(HTTPAdapter):
         self._policy = resolve_policy(policy, retry)
         #: Per-origin idle limits (configured, server hints, learned).
         self.idle_limits = IdleLimits(self._policy.idle_timeout, learn=self._policy.learn_idle)
-        self._rg_setup()
+        self._rg_setup(self._policy)
         super().__init__(
             pool_connections=pool_connections,
             pool_maxsize=pool_maxsize,
@@ -314,10 +315,13 @@ class RetryAdapter(HTTPAdapter):
         # What was learned about origins is not pickled: a new process starts afresh.
         policy = state.get("_policy") or HTTPPolicy()
         self.idle_limits = IdleLimits(policy.idle_timeout, learn=policy.learn_idle)
-        self._rg_setup()
+        self._rg_setup(policy)
         super().__setstate__(state)  # type: ignore[misc]
 
-    def _rg_setup(self) -> None:
+    def _rg_setup(self, policy: HTTPPolicy) -> None:
+        #: The adapter's retry budget and per-origin breakers (``states()``, ``statistics()``);
+        #: not pickled: a new process starts with closed breakers and a fresh budget.
+        self.guards = OriginGuards(policy)
         self._reap_due: float | None = None
         self._pools: weakref.WeakSet[_ExpiringPool] = weakref.WeakSet()
 
@@ -387,6 +391,7 @@ class RetryAdapter(HTTPAdapter):
             buffered=buffered,
             replayable=body.replay,
             limits=self.idle_limits,
+            guards=self.guards,
         )
 
         def attempt(a: AttemptContext) -> requests.Response:

@@ -24,7 +24,8 @@ from .._events import ConnectionEvent, emit, hooks_active
 from .._exceptions import ResetGuardError
 from .._policy import RetryPolicy
 from .._retry import Retry
-from ._idle import IdleLimits
+from ._guards import OriginGuards
+from ._idle import IdleLimits, origin_of
 from ._rules import _STALE_KINDS as STALE_KINDS
 from ._rules import (
     HTTPPolicy,
@@ -134,6 +135,7 @@ class Exchange:
         buffered: bool,
         replayable: Callable[[], bool],
         limits: IdleLimits,
+        guards: OriginGuards,
     ) -> None:
         self.policy = policy
         self.idempotent = is_idempotent(method, headers, policy)
@@ -148,6 +150,9 @@ class Exchange:
             judge=self,
             free_replays=STALE_REPLAYS,
             logger=_log,
+            breaker=guards.breaker(origin_of(url)),
+            budget=guards.budget,
+            patience=policy.patience,
         )
 
     # ------------------------------------------------------------------ the attempt
