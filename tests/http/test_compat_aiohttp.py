@@ -287,3 +287,19 @@ def test_async_with_form_under_the_keepalive_race() -> None:
     assert srv.race_hits >= 2, "the race never fired: the test proves nothing"
     assert out.count("GET") == 0, out.errors.get("GET")
     assert srv.duplicates("POST") == 0
+
+
+def test_other_client_session_attributes_are_the_wrapped_sessions() -> None:
+    async def main() -> tuple[Any, ...]:
+        s = RetrySession(headers={"X-Team": "a"})
+        try:
+            before = s.closed
+            assert s.cookie_jar is s.session.cookie_jar
+            assert s.headers["X-Team"] == "a"
+        finally:
+            await s.close()
+        return before, s.closed
+
+    assert asyncio.run(main()) == (False, True)
+    with pytest.raises(AttributeError):
+        RetrySession.__new__(RetrySession).no_such_attribute  # noqa: B018
