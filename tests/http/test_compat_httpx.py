@@ -458,3 +458,18 @@ def test_a_file_body_followed_through_a_redirect_is_rewound_for_a_retry(tmp_path
         assert r.status_code == 200
         assert srv.executions["rd"] == 3  # the redirect, the reset attempt, its retry
         assert srv.bodies["rd"] == [b"payload" * 3000] * 3
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_verify_on_the_default_route_is_httpx_own(
+    kind: str, tls_files: tuple[str, str], clean_env: pytest.MonkeyPatch
+) -> None:
+    cert, key = tls_files
+    fake = FakeTime()
+    with TLSServer(cert, key) as srv:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            _get(_client(kind, policy=_policy(fake)), srv.url + "/ok", "v")  # self-signed
+        context = ssl.create_default_context(cafile=cert)
+        r = _get(_client(kind, verify=context, policy=_policy(fake)), srv.url + "/rst", "v")
+        assert r.status_code == 200
+        assert srv.seen == ["/rst", "/rst"]  # reset over TLS, retried
