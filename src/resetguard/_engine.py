@@ -543,11 +543,18 @@ class Run:
             if budget is not None and not budget._withdraw(exc):
                 self._give_up(exc, failure, elapsed, "budget", annotate=annotate)
                 if budget.raise_on_exhausted:
+                    after = budget.retry_after
+                    if after is None:
+                        when = ""
+                    elif math.isinf(after):
+                        when = "; only new calls can refill it"
+                    else:
+                        when = f"; a retry is possible again in {_fmt_delay(after)}"
                     raise BudgetExhausted(
                         f"retry budget {budget.name!r} refused a retry of "
-                        f"{self.label or 'the call'}",
+                        f"{self.label or 'the call'}{when}",
                         budget=budget.name,
-                        retry_after=budget.retry_after,
+                        retry_after=after,
                     ) from exc
                 return None
             self.previous_delay = delay
