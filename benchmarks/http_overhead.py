@@ -4,7 +4,8 @@ Run: .venv/bin/python benchmarks/http_overhead.py [--requests N] [--rounds R]
 
 The server (tests/http/_server.py, no faults) runs in a separate process so it does not
 share the client's GIL. Each pair (plain, resetguard) runs alternately R rounds of N
-sequential GETs of a 1 KiB response over one keep-alive connection. Reported: best requests/s of the rounds,
+sequential GETs of a 1 KiB response over one keep-alive connection. Reported: best
+requests/s of the rounds,
 the client process's CPU time per request (min of the rounds), and the overhead as the
 median (and interquartile range) of the per-round ratios resetguard/plain: the two runs of
 a round are back to back, so a shared machine's changing load mostly cancels out.
