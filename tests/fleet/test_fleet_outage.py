@@ -1,0 +1,159 @@
+"""Redis stopped, stalled or restarted under running callers: no caller ever sees a Redis
+error or waits more than one socket timeout, and the shared state comes back.
+
+These tests use a private redis-server of their own (never the shared one)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+import resetguard
+from resetguard.fleet import RedisBackend
+
+from ._servers import request
+from .conftest import PrivateRedis
+
+SYNC = 0.1
+TIMEOUT = 0.05
+
+
+def _drive(
+    fn: Callable[[], object], seconds: float, allowed: tuple[type[BaseException], ...]
+) -> tuple[int, float]:
+    """Call ``fn`` for ``seconds``; any exception outside ``allowed`` propagates.
+    Returns (calls, slowest call in seconds)."""
+    calls, slowest = 0, 0.0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and calls < 100_000:
+        started = time.monotonic()
+        try:
+            fn()
+        except allowed:
+            pass
+        slowest = max(slowest, time.monotonic() - started)
+        calls += 1
+        time.sleep(0.002)
+    return calls, slowest
+
+
+def _wait(predicate: Callable[[], bool], seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def _fleet_state(url: str, key: str) -> dict[bytes, bytes]:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=1)
+    try:
+        return client.hgetall(key)  # type: ignore[return-value]
+    finally:
+        client.close()
+
+
+def test_redis_killed_then_restarted_mid_run(
+    private_redis: PrivateRedis, unused_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="resetguard")
+    ns = f"rg-outage-{uuid.uuid4().hex}"
+    backend = RedisBackend.from_url(
+        private_redis.url, namespace=ns, sync_interval=SYNC, timeout=TIMEOUT
+    )
+    healthy = resetguard.CircuitBreaker("healthy", backend=backend)
+    failing = resetguard.CircuitBreaker(
+        "failing", failure_threshold=3, open_duration=60, jitter=0, backend=backend
+    )
+    budget = resetguard.RetryBudget("budget", min_per_second=1, backend=backend)
+
+    @resetguard.retry(
+        attempts=3, backoff=resetguard.Backoff.none(), breaker=failing, budget=budget
+    )
+    def refused() -> bytes:
+        return request(unused_port)
+
+    try:
+        assert _drive(lambda: healthy.call(len, "x"), 0.3, ())[0] > 0
+        assert backend.reachable
+        private_redis.stop()  # Redis goes away in mid-run
+        # Callers get their own errors only: the dependency's, or the breaker's.
+        calls, slowest = _drive(refused, 1.0, (ConnectionRefusedError, resetguard.CircuitOpen))
+        assert calls > 10
+        assert slowest < 0.5, slowest
+        assert _drive(lambda: healthy.call(len, "x"), 0.3, ())[0] > 0
+        assert not backend.reachable
+        assert failing.state is resetguard.CircuitState.OPEN  # decided locally meanwhile
+        assert failing.statistics().backend == "fleet-unreachable"
+        assert budget.statistics().backend == "fleet-unreachable"
+        warnings = [r for r in caplog.records if "does not answer" in r.getMessage()]
+        assert len(warnings) == 1  # warned once, however many calls
+        private_redis.start()  # Redis returns, empty: the state is shared again
+        assert _wait(lambda: backend.reachable, 5.0)
+        assert _wait(lambda: _fleet_state(private_redis.url, backend.key("breaker", "failing")).get(b"s") == b"1", 5.0)
+        assert any("answers again" in r.getMessage() for r in caplog.records)
+        # A fresh process (its own backend and breaker) now sees the breaker open.
+        other = RedisBackend.from_url(private_redis.url, namespace=ns, sync_interval=SYNC)
+        try:
+            twin = resetguard.CircuitBreaker(
+                "failing", failure_threshold=3, open_duration=60, jitter=0, backend=other
+            )
+            assert _wait(lambda: twin.state is resetguard.CircuitState.OPEN, 5.0)
+            with pytest.raises(resetguard.CircuitOpen) as caught:
+                twin.call(len, "x")
+            assert caught.value.retry_after is not None and caught.value.retry_after > 30
+        finally:
+            other.close()
+        assert failing.statistics().backend == "fleet"
+    finally:
+        backend.close()
+
+
+def test_stalled_redis_costs_a_caller_at_most_one_timeout(
+    private_redis: PrivateRedis, unused_port: int
+) -> None:
+    ns = f"rg-stall-{uuid.uuid4().hex}"
+    backend = RedisBackend.from_url(
+        private_redis.url, namespace=ns, sync_interval=SYNC, timeout=TIMEOUT
+    )
+    breaker = resetguard.CircuitBreaker(
+        "stalled", failure_threshold=2, open_duration=0.3, jitter=0, backend=backend
+    )
+    budget = resetguard.RetryBudget("stalled", min_per_second=5, backend=backend)
+
+    @resetguard.retry(
+        attempts=3, backoff=resetguard.Backoff.none(), breaker=breaker, budget=budget
+    )
+    def refused() -> bytes:
+        return request(unused_port)
+
+    try:
+        assert backend.sync()
+        private_redis.pause()  # SIGSTOP: connections hang, nothing is refused
+        durations = []
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            started = time.monotonic()
+            try:
+                refused()
+            except (ConnectionRefusedError, resetguard.CircuitOpen):
+                pass
+            durations.append(time.monotonic() - started)
+            time.sleep(0.005)
+        assert len(durations) > 10
+        # A decision may wait one socket timeout; then the backend knows and stops asking.
+        assert max(durations) < TIMEOUT * 3 + 0.3, max(durations)
+        assert sum(d > TIMEOUT * 0.8 for d in durations) <= 2, durations
+        assert not backend.reachable
+        private_redis.resume()
+        assert _wait(lambda: backend.reachable, 5.0)
+        assert breaker.statistics().backend == "fleet"
+    finally:
+        backend.close()
