@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
 from typing import Any
 
@@ -36,10 +37,8 @@ def breaker_worker(
     result: dict[str, Any] = {"role": role}
     if role == 0:
         for _ in range(3):
-            try:
+            with contextlib.suppress(ConnectionRefusedError):
                 breaker.call(request, refused_port)
-            except ConnectionRefusedError:
-                pass
         result["tripped_at"] = time.time()
         result["state_after_trip"] = breaker.state.value
     else:
@@ -132,7 +131,9 @@ def run_fleet(ctx: Any, target: Any, args_for: Any, n: int, timeout: float = 60.
     collect their results and stop them (by pid, bounded in time)."""
     go = ctx.Event()
     out = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(*args_for(i), go, out), daemon=True) for i in range(n)]
+    procs = [
+        ctx.Process(target=target, args=(*args_for(i), go, out), daemon=True) for i in range(n)
+    ]
     for proc in procs:
         proc.start()
     try:

@@ -5,6 +5,7 @@ These tests use a private redis-server of their own (never the shared one)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -31,10 +32,8 @@ def _drive(
     end = time.monotonic() + seconds
     while time.monotonic() < end and calls < 100_000:
         started = time.monotonic()
-        try:
+        with contextlib.suppress(allowed):
             fn()
-        except allowed:
-            pass
         slowest = max(slowest, time.monotonic() - started)
         calls += 1
         time.sleep(0.002)
@@ -74,9 +73,7 @@ def test_redis_killed_then_restarted_mid_run(
     )
     budget = resetguard.RetryBudget("budget", min_per_second=1, backend=backend)
 
-    @resetguard.retry(
-        attempts=3, backoff=resetguard.Backoff.none(), breaker=failing, budget=budget
-    )
+    @resetguard.retry(attempts=3, backoff=resetguard.Backoff.none(), breaker=failing, budget=budget)
     def refused() -> bytes:
         return request(unused_port)
 
@@ -97,7 +94,8 @@ def test_redis_killed_then_restarted_mid_run(
         assert len(warnings) == 1  # warned once, however many calls
         private_redis.start()  # Redis returns, empty: the state is shared again
         assert _wait(lambda: backend.reachable, 5.0)
-        assert _wait(lambda: _fleet_state(private_redis.url, backend.key("breaker", "failing")).get(b"s") == b"1", 5.0)
+        key = backend.key("breaker", "failing")
+        assert _wait(lambda: _fleet_state(private_redis.url, key).get(b"s") == b"1", 5.0)
         assert any("answers again" in r.getMessage() for r in caplog.records)
         # A fresh process (its own backend and breaker) now sees the breaker open.
         other = RedisBackend.from_url(private_redis.url, namespace=ns, sync_interval=SYNC)
@@ -108,7 +106,8 @@ def test_redis_killed_then_restarted_mid_run(
             assert _wait(lambda: twin.state is resetguard.CircuitState.OPEN, 5.0)
             with pytest.raises(resetguard.CircuitOpen) as caught:
                 twin.call(len, "x")
-            assert caught.value.retry_after is not None and caught.value.retry_after > 30
+            assert caught.value.retry_after is not None
+            assert caught.value.retry_after > 30
         finally:
             other.close()
         assert failing.statistics().backend == "fleet"
@@ -128,9 +127,7 @@ def test_stalled_redis_costs_a_caller_at_most_one_timeout(
     )
     budget = resetguard.RetryBudget("stalled", min_per_second=5, backend=backend)
 
-    @resetguard.retry(
-        attempts=3, backoff=resetguard.Backoff.none(), breaker=breaker, budget=budget
-    )
+    @resetguard.retry(attempts=3, backoff=resetguard.Backoff.none(), breaker=breaker, budget=budget)
     def refused() -> bytes:
         return request(unused_port)
 
@@ -141,10 +138,8 @@ def test_stalled_redis_costs_a_caller_at_most_one_timeout(
         end = time.monotonic() + 1.5
         while time.monotonic() < end:
             started = time.monotonic()
-            try:
+            with contextlib.suppress(ConnectionRefusedError, resetguard.CircuitOpen):
                 refused()
-            except (ConnectionRefusedError, resetguard.CircuitOpen):
-                pass
             durations.append(time.monotonic() - started)
             time.sleep(0.005)
         assert len(durations) > 10

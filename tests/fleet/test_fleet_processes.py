@@ -24,7 +24,13 @@ def test_one_process_trips_the_breaker_for_all_then_one_probe_closes_it(
             SPAWN,
             breaker_worker,
             lambda i: (
-                redis_url, namespace, i, unused_port, target.port, sync_interval, open_duration
+                redis_url,
+                namespace,
+                i,
+                unused_port,
+                target.port,
+                sync_interval,
+                open_duration,
             ),
             n,
         )
@@ -75,7 +81,8 @@ def test_shared_budget_bounds_attempts_per_call_at_any_fleet_size(
         attempts = len(server.accepted)
     for r in results:
         assert r["errors"] == {}, r
-        assert r["backend"] == "fleet" and r["reachable"], r  # no local fallback happened
+        assert r["backend"] == "fleet", r  # no local fallback happened
+        assert r["reachable"], r
     assert attempts == total_calls + total_withdrawals
     # Every retry was paid from one balance: at most ratio of the calls plus one floor.
     assert total_withdrawals <= ratio * total_calls + reserve + 1e-9, (total_withdrawals, results)

@@ -110,6 +110,7 @@ class RedisBackend:
         self._scripts = _register(sync_client)
         self._links: weakref.WeakSet[_Link] = weakref.WeakSet()
         self._lock = threading.Lock()
+        self._pass_lock = threading.Lock()  # one sync pass at a time: counts are sent once
         self._wake = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -164,8 +165,9 @@ class RedisBackend:
     # ------------------------------------------------------------------ lifecycle
 
     def sync(self) -> bool:
-        """Run one sync now, in this thread (sync clients); True when Redis answered."""
-        return self._sync_pass(self._scripts, self._run)
+        """Run one sync now, in this thread; True when Redis answered."""
+        with self._pass_lock:
+            return self._sync_pass(self._scripts, self._run)
 
     async def start(self) -> None:
         """Start the syncer task (asyncio clients; breakers made in a running loop do it)."""
@@ -254,7 +256,7 @@ class RedisBackend:
             if self._closed:
                 return
             try:
-                self._sync_pass(self._scripts, self._run)
+                self.sync()
             except Exception:  # the syncer must never die
                 _log.exception("resetguard.fleet %r: sync failed", self.namespace)
 
@@ -551,9 +553,7 @@ def _sync_twin(client: Any) -> Any:
 
     kwargs = client.connection_pool.connection_kwargs
     if "host" not in kwargs:
-        raise ValueError(
-            "cannot derive a sync client from this asyncio client; pass sync_client="
-        )
+        raise ValueError("cannot derive a sync client from this asyncio client; pass sync_client=")
     return redis.Redis(
         host=kwargs["host"],
         port=kwargs.get("port", 6379),
