@@ -12,6 +12,8 @@ import pytest
 import resetguard
 from resetguard.fleet import RedisBackend
 
+pytestmark = pytest.mark.redis
+
 SYNC = 0.1
 
 

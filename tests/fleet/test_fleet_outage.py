@@ -19,6 +19,8 @@ from resetguard.fleet import RedisBackend
 from ._servers import request
 from .conftest import PrivateRedis
 
+pytestmark = pytest.mark.redis
+
 SYNC = 0.1
 TIMEOUT = 0.05
 

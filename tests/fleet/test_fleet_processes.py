@@ -10,6 +10,8 @@ import pytest
 from ._servers import ResetServer, SlowServer
 from ._workers import breaker_worker, budget_worker, run_fleet
 
+pytestmark = pytest.mark.redis
+
 SPAWN = multiprocessing.get_context("spawn")
 # Generous margins: the machine is shared and loaded; the behaviour, not the speed, is tested.
 SLACK = 0.5
