@@ -154,3 +154,57 @@ def test_stalled_redis_costs_a_caller_at_most_one_timeout(
         assert breaker.statistics().backend == "fleet"
     finally:
         backend.close()
+
+
+def _raise_reset() -> None:
+    raise ConnectionResetError(104, "Connection reset by peer")
+
+
+def test_a_cut_off_process_follows_the_fleet_when_it_returns(
+    redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A FaultProxy in front of the shared Redis cuts one process off, then resets its
+    connections; the shared Redis itself is never touched."""
+    from resetguard.proxy import FaultProxy
+
+    caplog.set_level(logging.INFO, logger="resetguard")
+    with FaultProxy("127.0.0.1:6379") as proxy:
+        cut = RedisBackend.from_url(
+            f"redis://{proxy.host}:{proxy.port}/0",
+            namespace=namespace,
+            sync_interval=SYNC,
+            timeout=TIMEOUT,
+        )
+        direct = RedisBackend.from_url(redis_url, namespace=namespace, sync_interval=SYNC)
+        options = {"failure_threshold": 2, "open_duration": 60.0, "jitter": 0.0}
+        try:
+            a = resetguard.CircuitBreaker("shared", backend=cut, **options)  # type: ignore[arg-type]
+            b = resetguard.CircuitBreaker("shared", backend=direct, **options)  # type: ignore[arg-type]
+            assert cut.sync()
+            assert direct.sync()
+            proxy.disable()  # process A loses Redis
+            for _ in range(2):  # ...and sees failures the fleet does not see
+                with pytest.raises(ConnectionResetError):
+                    a.call(_raise_reset)
+            assert a.state is resetguard.CircuitState.OPEN  # decided locally
+            assert _wait(lambda: not cut.reachable, 2.0)
+            assert b.call(len, "ok") == 2
+            moves: list[resetguard.BreakerStateChanged] = []
+            a.add_listener(moves.append)
+            proxy.enable()
+            # Back: the fleet's state (closed, newer than A's view) wins.
+            assert _wait(lambda: a.state is resetguard.CircuitState.CLOSED, 5.0)
+            assert cut.reachable
+            assert [(m.new, m.decided_by) for m in moves] == [("closed", "fleet")]
+            assert b.state is resetguard.CircuitState.CLOSED
+            # Every connection reset in mid-run: callers never notice, syncing resumes.
+            proxy.reset_connections()
+            calls, slowest = _drive(lambda: a.call(len, "x"), 0.5, ())
+            assert calls > 10
+            assert slowest < 0.5
+            assert _wait(lambda: cut.reachable and cut.sync(), 5.0)
+            warnings = [r for r in caplog.records if "does not answer" in r.getMessage()]
+            assert 1 <= len(warnings) <= 2  # once per outage: the cut, maybe the reset
+        finally:
+            cut.close()
+            direct.close()

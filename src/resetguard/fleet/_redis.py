@@ -328,7 +328,8 @@ class _Link:
         return self.backend.reachable
 
     def forget(self) -> None:
-        """Redis comes back (maybe empty): take whatever state it has as new."""
+        """Redis comes back (maybe empty): take whatever state it has as new, and drop the
+        counts made meanwhile."""
 
     def sync_calls(self, resuming: bool) -> list[tuple[str, str, list[object]]]:
         raise NotImplementedError
@@ -415,7 +416,7 @@ class _BreakerLink(_Link):
 
     def tripped(self) -> None:
         left = self.breaker._fleet_counts()[4]  # type: ignore[attr-defined]
-        reply = self.backend._decide("trip", self.key, self._args(_ms(left)))
+        reply = self.backend._decide("trip", self.key, self._args(_ms(left), 0))
         if reply is not None:
             self._follow(reply)
 
@@ -433,16 +434,20 @@ class _BreakerLink(_Link):
     # -------------------------------------------------- called by the syncer
 
     def forget(self) -> None:
+        successes, failures = self.breaker._fleet_counts()[:2]  # type: ignore[attr-defined]
         with self._lock:
             self._gen = -1
             self._held = 0
+            # What this process saw alone was decided alone: sent now, after what the fleet
+            # saw since, it would be out of order (a stale trip after a fleet-wide recovery).
+            self._flushed = (successes, failures)
 
     def sync_calls(self, resuming: bool) -> list[tuple[str, str, list[object]]]:
         successes, failures, consecutive, code, left = self.breaker._fleet_counts()  # type: ignore[attr-defined]
         calls: list[tuple[str, str, list[object]]] = []
         if resuming and code == 1 and left > 0:
-            # Opened here while Redis was away: the fleet learns it first.
-            calls.append(("trip", self.key, self._args(_ms(left))))
+            # Opened here while Redis was away: a Redis that lost the state learns it first.
+            calls.append(("trip", self.key, self._args(_ms(left), 1)))
         sent_s, sent_f = self._flushed
         self._flushing = (successes, failures)
         threshold = self.breaker.policy.failure_threshold or 0
@@ -501,6 +506,11 @@ class _BudgetLink(_Link):
         return bool(int(reply[0])), float(reply[1])
 
     # -------------------------------------------------- called by the syncer
+
+    def forget(self) -> None:
+        # Retries made meanwhile were paid locally, from these very deposits: sending them
+        # now would pay for them twice.
+        self._take_pending()
 
     def sync_calls(self, resuming: bool) -> list[tuple[str, str, list[object]]]:
         pending = self._last = self._take_pending()

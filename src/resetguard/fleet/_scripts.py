@@ -70,11 +70,14 @@ return reply(tripped, 0)
 """
 )
 
-#: This process tripped: open the fleet for ARGV[6] ms (unless it is open already).
+#: This process tripped: open the fleet for ARGV[6] ms (unless it is open already). With
+#: ARGV[7] = 1 only when the key is new (Redis came back empty): otherwise the fleet's state,
+#: newer than what a cut-off process saw, wins.
 BREAKER_TRIP = (
     _BREAKER_PRELUDE
     + """
 local tripped = 0
+if ARGV[7] == '1' and v[2] then return reply(0, 0) end
 if s ~= 1 then trip(tonumber(ARGV[6])); tripped = 1 end
 save()
 return reply(tripped, 0)
