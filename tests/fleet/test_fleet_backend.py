@@ -237,3 +237,45 @@ def test_bad_arguments_are_named(redis_url: str) -> None:
             resetguard.RetryBudget("x", ttl=10, backend=backend)
     finally:
         backend.close()
+
+
+def test_one_probe_among_many_threads_of_many_processes(backends: list[RedisBackend]) -> None:
+    import threading
+
+    breakers = _breakers(backends, open_duration=0.3)
+    _fail(breakers[0], 3)
+    assert _wait(lambda: all(b.state is resetguard.CircuitState.OPEN for b in breakers), 2.0)
+    time.sleep(0.35)  # the open period is over everywhere
+    running = 0
+    most = 0
+    probes = 0
+    guard = threading.Lock()
+    start = threading.Barrier(12)
+
+    def probe() -> None:
+        nonlocal running, most, probes
+        with guard:
+            running += 1
+            probes += 1
+            most = max(most, running)
+        time.sleep(0.3)
+        with guard:
+            running -= 1
+
+    def hammer(breaker: resetguard.CircuitBreaker) -> None:
+        start.wait(5)
+        end = time.monotonic() + 0.25  # all within the probe's 0.3 s
+        while time.monotonic() < end:
+            try:
+                breaker.call(probe)
+            except resetguard.CircuitOpen:
+                time.sleep(0.002)
+
+    threads = [threading.Thread(target=hammer, args=(breakers[i % 3],)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert probes == 1
+    assert most == 1
+    assert _wait(lambda: all(b.state is resetguard.CircuitState.CLOSED for b in breakers), 2.0)

@@ -9,14 +9,14 @@ import random
 import threading
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .._validate import check_positive
 from . import _scripts
 
 if TYPE_CHECKING:
-    from .._breaker import CircuitBreaker
-    from .._budget import RetryBudget
+    from .._breaker import CircuitBreaker, _LinkedBreaker
+    from .._budget import RetryBudget, _LinkedBudget
 
 __all__ = ["RedisBackend"]
 
@@ -355,7 +355,8 @@ class _BreakerLink(_Link):
 
     def __init__(self, backend: RedisBackend, breaker: CircuitBreaker) -> None:
         self.backend = backend
-        self.breaker = breaker
+        # Made by _LinkedBreaker.__init__: the breaker is one (see CircuitBreaker.__new__).
+        self.breaker = cast("_LinkedBreaker", breaker)
         self.key = backend.key("breaker", breaker.name)
         self.claiming = False
         self._lock = threading.Lock()
@@ -386,7 +387,7 @@ class _BreakerLink(_Link):
             1: "fleet: opened",
             2: "fleet: a probe runs in another process",
         }[state]
-        self.breaker._adopt(_STATE_NAMES[state], left / 1000, streak, reason)  # type: ignore[attr-defined]
+        self.breaker._adopt(_STATE_NAMES[state], left / 1000, streak, reason)
 
     # -------------------------------------------------- called by the breaker (no lock held)
 
@@ -415,7 +416,7 @@ class _BreakerLink(_Link):
         return False, int(reply[5]) / 1000
 
     def tripped(self) -> None:
-        left = self.breaker._fleet_counts()[4]  # type: ignore[attr-defined]
+        left = self.breaker._fleet_counts()[4]
         reply = self.backend._decide("trip", self.key, self._args(_ms(left), 0))
         if reply is not None:
             self._follow(reply)
@@ -434,7 +435,7 @@ class _BreakerLink(_Link):
     # -------------------------------------------------- called by the syncer
 
     def forget(self) -> None:
-        successes, failures = self.breaker._fleet_counts()[:2]  # type: ignore[attr-defined]
+        successes, failures = self.breaker._fleet_counts()[:2]
         with self._lock:
             self._gen = -1
             self._held = 0
@@ -443,7 +444,7 @@ class _BreakerLink(_Link):
             self._flushed = (successes, failures)
 
     def sync_calls(self, resuming: bool) -> list[tuple[str, str, list[object]]]:
-        successes, failures, consecutive, code, left = self.breaker._fleet_counts()  # type: ignore[attr-defined]
+        successes, failures, consecutive, code, left = self.breaker._fleet_counts()
         calls: list[tuple[str, str, list[object]]] = []
         if resuming and code == 1 and left > 0:
             # Opened here while Redis was away: a Redis that lost the state learns it first.
@@ -471,7 +472,7 @@ class _BudgetLink(_Link):
 
     def __init__(self, backend: RedisBackend, budget: RetryBudget) -> None:
         self.backend = backend
-        self.budget = budget
+        self.budget = cast("_LinkedBudget", budget)
         self.key = backend.key("budget", budget.name)
         self._lock = threading.Lock()
         self._flushed = 0  # deposits already sent
@@ -484,7 +485,7 @@ class _BudgetLink(_Link):
         )
 
     def _take_pending(self) -> int:
-        total = int(self.budget._fleet_deposits())  # type: ignore[attr-defined]
+        total = self.budget._fleet_deposits()
         with self._lock:
             pending, self._flushed = total - self._flushed, total
         return pending
