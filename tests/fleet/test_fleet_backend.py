@@ -209,8 +209,7 @@ def test_asyncio_client_syncs_in_a_task(redis_url: str, namespace: str) -> None:
             assert a.state is resetguard.CircuitState.CLOSED
         finally:
             sync_side.close()
-            async_side.close()
-            await asyncio.sleep(0)
+            await async_side.aclose()
 
     asyncio.run(main())
 

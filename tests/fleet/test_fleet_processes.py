@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import time
 
@@ -92,3 +93,47 @@ def test_shared_budget_bounds_attempts_per_call_at_any_fleet_size(
     # And the budget did spend what it had: retries were made, then refused.
     assert total_withdrawals >= reserve
     assert sum(r["refusals"] for r in results) > 0
+
+
+def _forked_child(breaker: object, out: object) -> None:
+    import resetguard as rg
+
+    assert isinstance(breaker, rg.CircuitBreaker)
+    deadline = time.monotonic() + 10
+    while breaker.state is rg.CircuitState.CLOSED and time.monotonic() < deadline:
+        time.sleep(0.01)
+    out.put(breaker.state.value)  # type: ignore[attr-defined]
+
+
+def test_a_forked_worker_gets_its_own_syncer(redis_url: str, namespace: str) -> None:
+    """gunicorn --preload: the breaker is made before the fork, the worker must still sync."""
+    import resetguard
+    from resetguard.fleet import RedisBackend
+
+    fork = multiprocessing.get_context("fork")
+    parent = RedisBackend.from_url(redis_url, namespace=namespace, sync_interval=0.1)
+    tripper = RedisBackend.from_url(redis_url, namespace=namespace, sync_interval=0.1)
+    try:
+        options = {"failure_threshold": 1, "open_duration": 30.0}
+        preloaded = resetguard.CircuitBreaker("svc", backend=parent, **options)  # type: ignore[arg-type]
+        other = resetguard.CircuitBreaker("svc", backend=tripper, **options)  # type: ignore[arg-type]
+        # The child's copy of the breaker changes only if a syncer runs in the child.
+        out = fork.Queue()
+        child = fork.Process(target=_forked_child, args=(preloaded, out), daemon=True)
+        child.start()
+        try:
+            with contextlib.suppress(ConnectionResetError):
+                other.call(_reset)
+            assert out.get(timeout=15) == "open"
+        finally:
+            child.join(timeout=10)
+            if child.is_alive():
+                child.kill()
+                child.join(timeout=5)
+    finally:
+        parent.close()
+        tripper.close()
+
+
+def _reset() -> None:
+    raise ConnectionResetError(104, "Connection reset by peer")

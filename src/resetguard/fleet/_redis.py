@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import random
 import threading
 import weakref
@@ -107,6 +108,8 @@ class RedisBackend:
             sync_client = client
         self.client = client
         self._sync_client = sync_client
+        # Clients this backend made (from_url, the sync twin) are closed with it.
+        self._owned: list[Any] = [] if sync_client is client else [sync_client]
         self._scripts = _register(sync_client)
         self._links: weakref.WeakSet[_Link] = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -118,6 +121,10 @@ class RedisBackend:
         #: False from a failed round trip until the syncer reaches Redis again; meanwhile
         #: callers never wait on Redis.
         self.reachable = True
+        if hasattr(os, "register_at_fork"):
+            # A forked worker (gunicorn --preload, multiprocessing) has no syncer thread.
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _restart_in_child(ref))
 
     @classmethod
     def from_url(
@@ -156,7 +163,9 @@ class RedisBackend:
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
             )
-        return cls(client, **options)
+        backend = cls(client, **options)
+        backend._owned.append(client)
+        return backend
 
     def __repr__(self) -> str:
         state = "reachable" if self.reachable else "unreachable"
@@ -174,14 +183,31 @@ class RedisBackend:
         self._start_task()
 
     def close(self) -> None:
-        """Stop the syncer (the keys stay until their ttl)."""
+        """Stop the syncer and close the clients this backend made (the keys stay until
+        their ttl). Breakers and budgets still linked to it decide locally from now on."""
         self._closed = True
+        self.reachable = False
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5 * self.sync_interval + 1)
         if self._task is not None:
             self._task.cancel()
+        for client in self._owned:
+            if not inspect.iscoroutinefunction(client.execute_command):
+                client.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, then wait for the syncer task and close an asyncio client made
+        by :meth:`from_url`."""
+        self.close()
+        task, self._task = self._task, None
+        if task is not None:
+            # Its cancellation is the result; a cancellation of aclose() itself propagates.
+            await asyncio.gather(task, return_exceptions=True)
+        for client in self._owned:
+            if inspect.iscoroutinefunction(client.execute_command):
+                await client.aclose()
 
     def key(self, kind: str, name: str) -> str:
         """The Redis key of a breaker (``kind="breaker"``) or budget (``"budget"``)."""
@@ -235,6 +261,8 @@ class RedisBackend:
         return self._run(self._scripts[name], key, args)
 
     def _lost(self, exc: BaseException) -> None:
+        if self._closed:
+            return
         with self._lock:
             first, self.reachable = self.reachable, False
         if first:
@@ -523,6 +551,20 @@ class _BudgetLink(_Link):
     def failed(self) -> None:
         self._give_back(self._last)
         self._last = 0
+
+
+def _restart_in_child(ref: weakref.ref[RedisBackend]) -> None:
+    backend = ref()
+    if backend is None or backend._closed:
+        return
+    backend._lock = threading.Lock()
+    backend._pass_lock = threading.Lock()
+    backend._thread = None
+    if not backend.asynchronous and len(backend._links):
+        backend._thread = threading.Thread(
+            target=backend._sync_loop, name=f"resetguard-fleet-{backend.namespace}", daemon=True
+        )
+        backend._thread.start()
 
 
 def _register(client: Any) -> dict[str, Any]:
