@@ -69,6 +69,9 @@ class BudgetLink(Protocol):
 
     def spend(self) -> tuple[bool, float] | None: ...
 
+    @property
+    def retry_after(self) -> float | None: ...
+
 
 class BudgetBackend(Protocol):
     """Where a budget's state is shared (``resetguard.fleet.RedisBackend``)."""
@@ -446,6 +449,14 @@ class _LinkedBudget(RetryBudget):
 
     deposit = RetryBudget._deposit
     withdraw = _withdraw
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until the shared budget allows a retry (as of the last round trip), or
+        this process's own estimate while the shared state is unreachable."""
+        if self._link.reachable:
+            return self._link.retry_after
+        return super().retry_after
 
     def _fleet_deposits(self) -> int:
         """Deposits since creation, for the link to flush the new ones."""

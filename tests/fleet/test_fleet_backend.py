@@ -278,3 +278,40 @@ def test_one_probe_among_many_threads_of_many_processes(backends: list[RedisBack
     assert probes == 1
     assert most == 1
     assert _wait(lambda: all(b.state is resetguard.CircuitState.CLOSED for b in breakers), 2.0)
+
+
+def test_budget_retry_after_comes_from_the_fleet(backends: list[RedisBackend]) -> None:
+    import math
+
+    floor = [
+        resetguard.RetryBudget("wait", min_per_second=1, ttl=2, buckets=2, backend=b)
+        for b in backends[:2]
+    ]
+    assert floor[0].withdraw()
+    assert floor[0].withdraw()  # the fleet's floor (2 tokens) is spent...
+    assert not floor[1].withdraw()  # ...for the other process too
+    wait = floor[1].retry_after
+    assert wait is not None
+    assert 0 < wait <= 2.0  # when the spent tokens' bucket expires
+    only_traffic = resetguard.RetryBudget(
+        "traffic", ratio=0.5, min_per_second=0, backend=backends[2]
+    )
+    assert not only_traffic.withdraw()
+    assert only_traffic.retry_after == math.inf
+
+
+def test_budget_exhausted_error_carries_the_fleet_retry_after(
+    backends: list[RedisBackend],
+) -> None:
+    budget = resetguard.RetryBudget(
+        "strict", min_per_second=0, raise_on_exhausted=True, backend=backends[0]
+    )
+
+    @resetguard.retry(attempts=3, backoff=resetguard.Backoff.none(), budget=budget)
+    def refused() -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(resetguard.BudgetExhausted) as caught:
+        refused()
+    assert caught.value.retry_after == float("inf")
+    assert isinstance(caught.value.__cause__, ConnectionRefusedError)

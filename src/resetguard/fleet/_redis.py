@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import os
 import random
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -496,7 +498,7 @@ class _BreakerLink(_Link):
 
 
 class _BudgetLink(_Link):
-    __slots__ = ("_flushed", "_last", "_lock", "_static", "budget")
+    __slots__ = ("_flushed", "_last", "_lock", "_static", "_wait_until", "budget")
 
     def __init__(self, backend: RedisBackend, budget: RetryBudget) -> None:
         self.backend = backend
@@ -505,6 +507,7 @@ class _BudgetLink(_Link):
         self._lock = threading.Lock()
         self._flushed = 0  # deposits already sent
         self._last = 0  # deposits the syncer's round trip in progress carries
+        self._wait_until: float | None = None  # monotonic; math.inf: only traffic refills it
         self._static = (
             _ms(budget.ttl / budget.buckets),
             budget.buckets,
@@ -532,7 +535,23 @@ class _BudgetLink(_Link):
         if reply is None:
             self._give_back(pending)
             return None
+        self._note_wait(reply)
         return bool(int(reply[0])), float(reply[1])
+
+    def _note_wait(self, reply: Any) -> None:
+        wait = int(reply[2])
+        self._wait_until = (
+            None if wait == 0 else math.inf if wait < 0 else time.monotonic() + wait / 1000
+        )
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until the fleet's budget allows a retry, as of the last round trip."""
+        until = self._wait_until
+        if until is None:
+            return None
+        left = until - time.monotonic()
+        return None if left <= 0 else left
 
     # -------------------------------------------------- called by the syncer
 
@@ -547,6 +566,7 @@ class _BudgetLink(_Link):
 
     def synced(self, name: str, reply: Any) -> None:
         self._last = 0
+        self._note_wait(reply)
 
     def failed(self) -> None:
         self._give_back(self._last)

@@ -132,7 +132,8 @@ return reply(moved, 0)
 
 #: A budget: one hash with, per time bucket i, its epoch ``e<i>``, deposits ``d<i>`` and
 #: withdrawals ``w<i>``. ARGV: bucket width ms, buckets, reserve (the fleet-wide floor),
-#: ratio, deposits to add, 1 to spend a retry, key ttl ms. Returns {1 if spent, balance}.
+#: ratio, deposits to add, 1 to spend a retry, key ttl ms. Returns {1 if spent, balance,
+#: ms until a retry is allowed or -1}.
 BUDGET = """
 local key = KEYS[1]
 local width = tonumber(ARGV[1])
@@ -162,7 +163,8 @@ if dep > 0 then
   redis.call('HINCRBY', key, 'd' .. cur, dep)
   deposits = deposits + dep
 end
-local balance = tonumber(ARGV[3]) + tonumber(ARGV[4]) * deposits - withdrawals
+local ratio = tonumber(ARGV[4])
+local balance = tonumber(ARGV[3]) + ratio * deposits - withdrawals
 local spent = 0
 if tonumber(ARGV[6]) > 0 and balance >= 1 - 1e-9 then
   redis.call('HINCRBY', key, 'w' .. cur, 1)
@@ -170,5 +172,29 @@ if tonumber(ARGV[6]) > 0 and balance >= 1 - 1e-9 then
   spent = 1
 end
 redis.call('PEXPIRE', key, tonumber(ARGV[7]))
-return {spent, tostring(balance)}
+-- ms until a retry would be allowed without new traffic (0: now; -1: only new calls can
+-- refill it): buckets expire oldest first, each giving back its withdrawals and taking
+-- its deposits' share.
+local wait = 0
+if balance < 1 - 1e-9 then
+  wait = -1
+  local b = balance
+  for step = 1, nb do
+    local e = epoch - nb + step
+    local j = e % nb
+    if e == epoch then
+      local same = f['e' .. cur] == epoch
+      local d = (same and (f['d' .. cur] or 0) or 0) + dep
+      local w = (same and (f['w' .. cur] or 0) or 0) + spent
+      b = b + w - ratio * d
+    elseif f['e' .. j] == e then
+      b = b + (f['w' .. j] or 0) - ratio * (f['d' .. j] or 0)
+    end
+    if b >= 1 - 1e-9 then
+      wait = (e + nb) * width - now
+      break
+    end
+  end
+end
+return {spent, tostring(balance), wait}
 """
