@@ -304,7 +304,7 @@ class RedisBackend:
         if resuming:
             with self._lock:
                 self.reachable = True
-            _log.warning("resetguard.fleet %r: Redis answers again; state shared", self.namespace)
+            _log.info("resetguard.fleet %r: Redis answers again; state shared", self.namespace)
         return True
 
     def _start_task(self) -> None:
@@ -341,7 +341,7 @@ class RedisBackend:
         if resuming:
             with self._lock:
                 self.reachable = True
-            _log.warning("resetguard.fleet %r: Redis answers again; state shared", self.namespace)
+            _log.info("resetguard.fleet %r: Redis answers again; state shared", self.namespace)
         return True
 
 
