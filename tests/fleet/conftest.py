@@ -51,10 +51,13 @@ class PrivateRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, *extra: str, config: str | None = None, cwd: str | None = None) -> None:
+        """Start it (again, on the same port); ``config`` is a config file, ``extra`` more
+        redis-server arguments."""
         self.proc = subprocess.Popen(
             [
                 self.binary,
+                *([config] if config else []),
                 "--port",
                 str(self.port),
                 "--bind",
@@ -63,9 +66,11 @@ class PrivateRedis:
                 "",
                 "--appendonly",
                 "no",
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            cwd=cwd,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

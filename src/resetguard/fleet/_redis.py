@@ -599,18 +599,21 @@ def _register(client: Any) -> dict[str, Any]:
 
 def _check_fails_fast(client: Any, arg: str) -> None:
     """A caller may wait on Redis only as long as one socket timeout: no retries, no None."""
-    pool = getattr(client, "connection_pool", None)
-    kwargs = getattr(pool, "connection_kwargs", None)
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if kwargs is None:  # RedisCluster: the settings every node's connections get
+        kwargs = getattr(getattr(client, "nodes_manager", None), "connection_kwargs", None)
     if not isinstance(kwargs, dict):
-        return  # RedisCluster: its nodes' settings are its own (see docs/fleet.md)
+        return
     for option in ("socket_timeout", "socket_connect_timeout"):
         if kwargs.get(option) is None:
             raise ValueError(
                 f"{arg} has {option}=None: an unreachable Redis would block callers; "
                 f"set it (e.g. {option}=0.05) or use RedisBackend.from_url"
             )
-    retry = kwargs.get("retry")
-    retries = retry.get_retries() if retry is not None else 0
+    retries = 0
+    for retry in (kwargs.get("retry"), getattr(client, "retry", None)):
+        if retry is not None and callable(getattr(retry, "get_retries", None)):
+            retries = max(retries, retry.get_retries())
     if retries:
         raise ValueError(
             f"{arg} retries {retries} time(s): an unreachable Redis would block callers for "
