@@ -125,6 +125,7 @@ class BreakerLink(Protocol):
     """
 
     claiming: bool
+    reachable: bool
 
     def claim(self) -> tuple[bool, float] | None: ...
 
@@ -1019,7 +1020,7 @@ class _LinkedBreaker(CircuitBreaker):
     _link: BreakerLink
 
     def _backend_name(self) -> str:
-        return "fleet" if getattr(self._link, "reachable", True) else "fleet-unreachable"
+        return "fleet" if self._link.reachable else "fleet-unreachable"
 
     def _reject(self, message: str, retry_after: float | None) -> CircuitOpen:
         self._rejected += 1

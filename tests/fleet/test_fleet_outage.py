@@ -208,3 +208,61 @@ def test_a_cut_off_process_follows_the_fleet_when_it_returns(
         finally:
             cut.close()
             direct.close()
+
+
+def test_a_server_that_is_not_redis_never_fails_a_caller(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Something else listens where Redis should be (it answers +OK to everything)."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(0.1)
+            while not stop.is_set():
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                conn.sendall(b"+OK\r\n" * max(1, data.count(b"*")))
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    backend = RedisBackend.from_url(
+        f"redis://127.0.0.1:{port}/0", namespace="x", sync_interval=SYNC
+    )
+    try:
+        breaker = resetguard.CircuitBreaker("odd", failure_threshold=1, backend=backend)
+        budget = resetguard.RetryBudget("odd", backend=backend)
+        with pytest.raises(ConnectionResetError):
+            breaker.call(_raise_reset)  # trips: the push to "Redis" fails
+        assert breaker.state is resetguard.CircuitState.OPEN
+        assert budget.withdraw()  # decided locally
+        assert not backend.reachable
+        warnings = [r for r in caplog.records if "does not answer" in r.getMessage()]
+        assert len(warnings) == 1
+    finally:
+        backend.close()
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()

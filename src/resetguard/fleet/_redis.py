@@ -64,7 +64,9 @@ class RedisBackend:
             ``<namespace>:budget:<name>``).
         sync_interval: seconds between two syncs.
         key_ttl: seconds a key outlives the last process that used it.
-        probe_lease: seconds a half-open probe's slot stays taken if its process dies.
+        probe_lease: seconds a half-open probe's slot stays taken if its process dies
+            (keep it above your slowest call: a probe still running past it lets another
+            process probe too).
         sync_client: with an asyncio ``client``, the sync client for the decisions the
             engine makes synchronously (default: one to the same host, port and db).
 
@@ -251,7 +253,7 @@ class RedisBackend:
     def _run(self, script: Any, key: str, args: Sequence[object]) -> Any:
         """One script call for a caller or the sync syncer; None if Redis failed."""
         try:
-            return script(keys=[key], args=list(args))
+            return _checked(script(keys=[key], args=list(args)))
         except Exception as exc:  # any failure of Redis must fall back, never reach a caller
             self._lost(exc)
             return None
@@ -314,7 +316,7 @@ class RedisBackend:
     async def _async_loop(self) -> None:
         async def run(script: Any, key: str, args: Sequence[object]) -> Any:
             try:
-                return await script(keys=[key], args=list(args))
+                return _checked(await script(keys=[key], args=list(args)))
             except Exception as exc:
                 self._lost(exc)
                 return None
@@ -571,6 +573,14 @@ class _BudgetLink(_Link):
     def failed(self) -> None:
         self._give_back(self._last)
         self._last = 0
+
+
+def _checked(reply: Any) -> list[Any]:
+    """Every script answers a list of at least three items; anything else (a proxy, a
+    server that is not Redis) is a failure like a lost connection."""
+    if not isinstance(reply, list) or len(reply) < 3:
+        raise TypeError(f"unexpected reply from Redis: {reply!r:.100}")
+    return reply
 
 
 def _restart_in_child(ref: weakref.ref[RedisBackend]) -> None:
