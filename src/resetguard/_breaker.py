@@ -125,7 +125,9 @@ class BreakerLink(Protocol):
     """
 
     claiming: bool
-    reachable: bool
+
+    @property
+    def reachable(self) -> bool: ...
 
     def claim(self) -> tuple[bool, float] | None: ...
 

@@ -65,7 +65,8 @@ class BudgetLink(Protocol):
     ``None`` when the shared state is unreachable and the budget decides alone.
     """
 
-    reachable: bool
+    @property
+    def reachable(self) -> bool: ...
 
     def spend(self) -> tuple[bool, float] | None: ...
 

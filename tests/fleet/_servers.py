@@ -7,6 +7,9 @@ import socket
 import struct
 import threading
 import time
+from typing import TypeVar
+
+S = TypeVar("S", bound="_Server")
 
 
 class _Server:
@@ -21,7 +24,7 @@ class _Server:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> _Server:
+    def __enter__(self: S) -> S:
         self._thread.start()
         return self
 

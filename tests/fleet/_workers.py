@@ -143,7 +143,7 @@ def run_fleet(ctx: Any, target: Any, args_for: Any, n: int, timeout: float = 60.
             kind, _ = out.get(timeout=max(0.1, deadline - time.monotonic()))
             ready += kind == "ready"
         go.set()
-        results = []
+        results: list[Any] = []
         while len(results) < n:
             kind, value = out.get(timeout=max(0.1, deadline - time.monotonic()))
             if kind == "done":
