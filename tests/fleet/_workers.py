@@ -32,9 +32,11 @@ def breaker_worker(
     breaker = resetguard.CircuitBreaker(
         "dependency", failure_threshold=3, open_duration=open_duration, jitter=0, backend=backend
     )
+    moves: list[tuple[str, str]] = []
+    breaker.add_listener(lambda event: moves.append((event.new, event.decided_by)))
     out.put(("ready", role))
     go.wait(60)
-    result: dict[str, Any] = {"role": role}
+    result: dict[str, Any] = {"role": role, "moves": moves}
     if role == 0:
         for _ in range(3):
             with contextlib.suppress(ConnectionRefusedError):

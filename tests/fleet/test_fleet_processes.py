@@ -60,6 +60,14 @@ def test_one_process_trips_the_breaker_for_all_then_one_probe_closes_it(
         assert r["backend"] == "fleet"
         assert r["first_success"] - probe_answered <= sync_interval + SLACK, r
     assert len(accepted) == 3 * n
+    # The events say who decided: the tripping process itself, the fleet for the others.
+    assert tripper["moves"][0] == ("open", "local")
+    for role in range(1, n):
+        assert by_role[role]["moves"][0] == ("open", "fleet"), by_role[role]["moves"]
+    # One process moved to half-open by claiming the probe; every process ends closed.
+    claims = [m for r in results for m in r["moves"] if m == ("half_open", "fleet")]
+    assert len(claims) == 1, [r["moves"] for r in results]
+    assert all(r["moves"][-1][0] == "closed" for r in results)
 
 
 @pytest.mark.parametrize("processes", [1, 4, 8])
