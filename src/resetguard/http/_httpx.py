@@ -127,8 +127,11 @@ class _Conn:
         """httpcore asks before reusing an idle connection; True makes it discard the connection."""
         now = _monotonic()
         idle = now - self.last_used
-        due = self.due()
-        if due is not None and now > due:
+        limit = self.limits.limit(self.origin)
+        max_age = self.max_age
+        if (limit is not None and idle > limit) or (
+            max_age is not None and now - self.created > max_age
+        ):
             if hooks_active():
                 emit(
                     ConnectionEvent(name="httpx", action="expired", peer=self.origin, idle_age=idle)
@@ -142,12 +145,6 @@ class _Conn:
                     ConnectionEvent(name="httpx", action="closed", peer=self.origin, idle_age=idle)
                 )
         return readable
-
-
-def _wrote(progress: Progress | None, conn: _Conn, n: int) -> None:
-    conn.last_used = _monotonic()
-    if progress is not None:
-        progress.bytes_sent += n
 
 
 def _read(progress: Progress | None, conn: _Conn, data: bytes) -> None:
@@ -179,7 +176,10 @@ class _Stream(httpcore.NetworkStream):
             if progress is not None:
                 progress.send_failed = True
             raise
-        _wrote(progress, self._conn, len(buffer))
+        # inline (a write is on every request's path): the connection was used now
+        self._conn.last_used = _monotonic()
+        if progress is not None:
+            progress.bytes_sent += len(buffer)
 
     def close(self) -> None:
         self._conn.closed = True
@@ -219,7 +219,10 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
             if progress is not None:
                 progress.send_failed = True
             raise
-        _wrote(progress, self._conn, len(buffer))
+        # inline (a write is on every request's path): the connection was used now
+        self._conn.last_used = _monotonic()
+        if progress is not None:
+            progress.bytes_sent += len(buffer)
 
     async def aclose(self) -> None:
         self._conn.closed = True
@@ -432,7 +435,7 @@ def _exchange(transport: _Base, request: httpx.Request, buffered: bool) -> Excha
     return Exchange(
         transport._policy,
         request.method,
-        str(request.url),
+        request.url,
         request.headers,
         buffered=buffered,
         replayable=_always if body is None else lambda: not body.started,
@@ -562,7 +565,10 @@ class RetryTransport(_Base, httpx.BaseTransport):
             return
         limit = self.idle_limits.limit(origin)
         if limit is not None:
-            _reaper.schedule(self, _monotonic() + limit + _REAP_SLACK)
+            when = _monotonic() + limit + _REAP_SLACK
+            due = self._reap_due
+            if due is None or due > when:  # else already due earlier: no lock needed
+                _reaper.schedule(self, when)
 
     def _reap(self) -> float | None:
         """Close the idle connections past their limit; when to look again (None: never)."""

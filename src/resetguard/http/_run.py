@@ -129,7 +129,7 @@ class Exchange:
         self,
         policy: HTTPPolicy,
         method: str,
-        url: str,
+        url: object,
         headers: Mapping[str, str] | None,
         *,
         buffered: bool,
@@ -141,7 +141,7 @@ class Exchange:
         self.policy = policy
         #: ``host:port`` of the request's URL: the key of its breaker and of the limits it
         #: teaches when the attempt did not record the dialled peer
-        self.origin = origin = origin or origin_of(url)
+        self.origin = origin = origin or origin_of(str(url))
         self.idempotent = is_idempotent(method, headers, policy)
         self.buffered = buffered
         self.replayable = replayable
@@ -150,7 +150,7 @@ class Exchange:
         #: the engine run of this request (the budget counted it when it was built)
         self.run = Run(
             retry,
-            label=retry.name or (lambda: f"{method} {safe_url(url)}"),
+            label=retry.name or (lambda: f"{method} {safe_url(str(url))}"),
             judge=self,
             free_replays=STALE_REPLAYS,
             logger=_log,
