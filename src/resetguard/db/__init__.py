@@ -15,7 +15,15 @@ Example::
 
 from __future__ import annotations
 
-from ._settings import DRIVERS, Code, PoolSettings, Setting, format_seconds, pool_settings, safe_expiry
+from ._settings import (
+    DRIVERS,
+    Code,
+    PoolSettings,
+    Setting,
+    format_seconds,
+    pool_settings,
+    safe_expiry,
+)
 
 __all__ = [
     "DRIVERS",
