@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+from ._mongo import mongo_client_options, mongo_listeners
 from ._settings import (
     DRIVERS,
     Code,
@@ -31,6 +32,8 @@ __all__ = [
     "PoolSettings",
     "Setting",
     "format_seconds",
+    "mongo_client_options",
+    "mongo_listeners",
     "pool_settings",
     "safe_expiry",
 ]
