@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 from ._mongo import mongo_client_options, mongo_listeners
+from ._redis import SAFE_COMMANDS, async_redis_client, is_safe_command, redis_client
 from ._settings import (
     DRIVERS,
     Code,
@@ -28,12 +29,16 @@ from ._settings import (
 
 __all__ = [
     "DRIVERS",
+    "SAFE_COMMANDS",
     "Code",
     "PoolSettings",
     "Setting",
+    "async_redis_client",
     "format_seconds",
+    "is_safe_command",
     "mongo_client_options",
     "mongo_listeners",
     "pool_settings",
+    "redis_client",
     "safe_expiry",
 ]

@@ -24,11 +24,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from .._api import AttemptContext
 from .._budget import RetryBudget
 from .._classify import classify
+from .._drivers import AttemptContext
 from .._events import ConnectionEvent, emit
 from .._retry import Retry
 from ._settings import pool_settings
@@ -121,21 +121,38 @@ def _report(conn_kwargs: dict[str, Any], args: tuple[Any, ...], exc: BaseExcepti
     )
 
 
-_CLASSES: dict[tuple[type, bool], type] = {}
+_CLASSES: dict[tuple[type, bool], Any] = {}
 
 
-def _guarded_connection(base: type) -> type:
+def _guarded_connection(base: Any) -> Any:
     """A subclass of redis-py's connection class that marks the point of no return."""
     if (base, False) in _CLASSES:
         return _CLASSES[(base, False)]
 
-    class Guarded(base):  # type: ignore[misc, valid-type]
+    class Guarded(base):  # type: ignore[misc]
+        # The handshake (HELLO, AUTH, CLIENT SETINFO, SELECT) is sent with check_health=True
+        # too: hide the attempt while connecting, so only the caller's command marks it.
+        def connect(self) -> None:
+            token = _SENDING.set(None)
+            try:
+                super().connect()
+            finally:
+                _SENDING.reset(token)
+
+        def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+            token = _SENDING.set(None)
+            try:
+                super().connect_check_health(*args, **kwargs)
+            finally:
+                _SENDING.reset(token)
+
         def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             # redis-py sends its own PING / AUTH / SELECT with check_health=False; only a
             # caller's command comes with True. Connect and check first: a fault there is
             # before sending. Then the command's bytes may reach the server.
             if not check_health:
-                return super().send_packed_command(command, check_health=False)  # type: ignore[no-any-return]
+                super().send_packed_command(command, check_health=False)
+                return
             if not self._sock:
                 if hasattr(self, "connect_check_health"):  # redis-py >= 6
                     self.connect_check_health(check_health=False)
@@ -143,21 +160,36 @@ def _guarded_connection(base: type) -> type:
                     self.connect()
             self.check_health()
             _mark_sent()
-            return super().send_packed_command(command, check_health=False)  # type: ignore[no-any-return]
+            super().send_packed_command(command, check_health=False)
 
     Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
     _CLASSES[(base, False)] = Guarded
     return Guarded
 
 
-def _guarded_async_connection(base: type) -> type:
+def _guarded_async_connection(base: Any) -> Any:
     if (base, True) in _CLASSES:
         return _CLASSES[(base, True)]
 
-    class Guarded(base):  # type: ignore[misc, valid-type]
+    class Guarded(base):  # type: ignore[misc]
+        async def connect(self) -> None:
+            token = _SENDING.set(None)
+            try:
+                await super().connect()
+            finally:
+                _SENDING.reset(token)
+
+        async def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+            token = _SENDING.set(None)
+            try:
+                await super().connect_check_health(*args, **kwargs)
+            finally:
+                _SENDING.reset(token)
+
         async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             if not check_health:
-                return await super().send_packed_command(command, check_health=False)  # type: ignore[no-any-return]
+                await super().send_packed_command(command, check_health=False)
+                return
             if not self.is_connected:
                 if hasattr(self, "connect_check_health"):
                     await self.connect_check_health(check_health=False)
@@ -165,21 +197,21 @@ def _guarded_async_connection(base: type) -> type:
                     await self.connect()
             await self.check_health()
             _mark_sent()
-            return await super().send_packed_command(command, check_health=False)  # type: ignore[no-any-return]
+            await super().send_packed_command(command, check_health=False)
 
     Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
     _CLASSES[(base, True)] = Guarded
     return Guarded
 
 
-def _client_class(asyncio: bool) -> type:
+def _client_class(asyncio: bool) -> Any:
     key = (object, asyncio)
     if key in _CLASSES:
         return _CLASSES[key]
     if asyncio:
         import redis.asyncio as aredis
 
-        class AsyncRedis(aredis.Redis):  # type: ignore[misc]
+        class AsyncRedis(aredis.Redis):
             """redis.asyncio.Redis whose commands run through the resetguard engine."""
 
             _rg_safe: Retry
@@ -194,21 +226,21 @@ def _client_class(asyncio: bool) -> type:
                 async def attempt(a: AttemptContext) -> Any:
                     token = _SENDING.set(a)
                     try:
-                        return await run_command(*args, **options)
+                        return await run_command(*args, **options)  # type: ignore[no-untyped-call]
                     except Exception as exc:
                         _report(conn_kwargs, args, exc)
                         raise
                     finally:
                         _SENDING.reset(token)
 
-                return await policy.arun(attempt, raise_unknown=self._rg_raise_unknown)  # type: ignore[attr-defined]
+                return await policy.arun(attempt, raise_unknown=self._rg_raise_unknown)
 
         _CLASSES[key] = AsyncRedis
         return AsyncRedis
 
     import redis
 
-    class SyncRedis(redis.Redis):  # type: ignore[misc]
+    class SyncRedis(redis.Redis):
         """redis.Redis whose commands run through the resetguard engine."""
 
         _rg_safe: Retry
@@ -223,14 +255,14 @@ def _client_class(asyncio: bool) -> type:
             def attempt(a: AttemptContext) -> Any:
                 token = _SENDING.set(a)
                 try:
-                    return run_command(*args, **options)
+                    return run_command(*args, **options)  # type: ignore[no-untyped-call]
                 except Exception as exc:
                     _report(conn_kwargs, args, exc)
                     raise
                 finally:
                     _SENDING.reset(token)
 
-            return policy.run(attempt, raise_unknown=self._rg_raise_unknown)  # type: ignore[attr-defined]
+            return policy.run(attempt, raise_unknown=self._rg_raise_unknown)
 
     _CLASSES[key] = SyncRedis
     return SyncRedis
@@ -254,18 +286,20 @@ def _check_kwargs(kwargs: dict[str, Any]) -> None:
 
 
 def _policies(policy: Retry | None, name: str) -> tuple[Retry, Retry]:
-    base = policy if policy is not None else dataclasses.replace(
-        DEFAULT_REDIS_POLICY, name=name, budget=RetryBudget()
+    base = (
+        policy
+        if policy is not None
+        else dataclasses.replace(DEFAULT_REDIS_POLICY, name=name, budget=RetryBudget())
     )
     if not isinstance(base, Retry):
         raise TypeError(f"policy must be a resetguard.Retry, got {base!r}")
     return (
         dataclasses.replace(base, idempotent=True),
-        dataclasses.replace(base, idempotent=None),  # type: ignore[arg-type]
+        dataclasses.replace(base, idempotent=None),
     )
 
 
-def _timeout_from_config(reply: dict[str, Any]) -> float | None:
+def _timeout_from_config(reply: Any) -> float | None:
     raw = reply.get("timeout")
     try:
         value = float(raw) if raw is not None else None
@@ -378,12 +412,10 @@ def redis_client(
     """
     _check_kwargs(kwargs)
     _check_timeout_arg(server_timeout)
-    timeout = (
-        _read_server_timeout_sync(url, kwargs) if server_timeout == _READ else server_timeout
-    )
+    timeout = _read_server_timeout_sync(url, kwargs) if server_timeout == _READ else server_timeout
     cls = _client_class(asyncio=False)
-    client = cls.from_url(url, **_settings_kwargs(timeout, kwargs))  # type: ignore[arg-type]
-    return _configure(client, policy, raise_unknown, asyncio=False)  # type: ignore[no-any-return]
+    client = cls.from_url(url, **_settings_kwargs(timeout, kwargs))
+    return cast("redis.Redis", _configure(client, policy, raise_unknown, asyncio=False))
 
 
 async def async_redis_client(
@@ -415,8 +447,7 @@ async def async_redis_client(
     if server_timeout == _READ:
         timeout = await _read_server_timeout_async(url, kwargs)
     else:
-        timeout = server_timeout  # type: ignore[assignment]
+        timeout = server_timeout
     cls = _client_class(asyncio=True)
-    client = cls.from_url(url, **_settings_kwargs(timeout, kwargs))  # type: ignore[arg-type]
-    return _configure(client, policy, raise_unknown, asyncio=True)  # type: ignore[no-any-return]
-
+    client = cls.from_url(url, **_settings_kwargs(timeout, kwargs))
+    return cast("redis.asyncio.Redis", _configure(client, policy, raise_unknown, asyncio=True))
