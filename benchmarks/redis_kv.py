@@ -93,9 +93,7 @@ def cost(n: int) -> None:
     async def arun() -> dict:
         aclients = {
             "redis-py default": aredis.Redis.from_url(URL),
-            "redis-py retries off": aredis.Redis.from_url(
-                URL, retry=RedisRetry(NoBackoff(), 0)
-            ),
+            "redis-py retries off": aredis.Redis.from_url(URL, retry=RedisRetry(NoBackoff(), 0)),
             "resetguard redis_client": await async_redis_client(URL, server_timeout=None),
         }
         for client in aclients.values():
@@ -115,7 +113,8 @@ def cost(n: int) -> None:
         for name in clients:
             g, i = best[(name, "GET")], best[(name, "INCR")]
             print(
-                f"| {name} | {mode} | {g:.1f} | {i:.1f} | {g - bg:+.1f} µs ({100 * (g - bg) / bg:+.1f} %) "
+                f"| {name} | {mode} | {g:.1f} | {i:.1f} "
+                f"| {g - bg:+.1f} µs ({100 * (g - bg) / bg:+.1f} %) "
                 f"| {i - bi:+.1f} µs ({100 * (i - bi) / bi:+.1f} %) |"
             )
 

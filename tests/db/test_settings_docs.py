@@ -60,7 +60,8 @@ def test_public_function_examples_run(module: str, name: str) -> None:
     if module.endswith("_redis"):
         require_service("Redis", REDIS_HOST, REDIS_PORT)
     doc = getattr(importlib.import_module(module), name).__doc__
-    assert doc and "Example::" in doc
+    assert doc
+    assert "Example::" in doc
     example = doc.split("Example::", 1)[1]
     lines = [line for line in example.splitlines() if line.strip()]
     indent = min(len(line) - len(line.lstrip()) for line in lines)
