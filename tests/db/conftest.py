@@ -8,35 +8,49 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+
+
+@contextmanager
+def _redis_server(port: int, *extra: str) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server binary not found")
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--timeout", "1"]
+    args += ["--save", "", "--appendonly", "no", "--daemonize", "no", *extra]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("private redis-server did not start")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 @pytest.fixture
 def private_redis(redis_url: str, unused_port: int) -> Iterator[str]:
     """A private redis-server with ``timeout 1`` on a free port: the shared server's
     global settings are never touched. Started and stopped (by pid) here."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server binary not found")
-    args = [binary, "--port", str(unused_port), "--bind", "127.0.0.1", "--timeout", "1"]
-    args += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", unused_port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("private redis-server did not start")
-        yield f"redis://127.0.0.1:{unused_port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with _redis_server(unused_port) as url:
+        yield url
+
+
+@pytest.fixture
+def private_redis_without_config(redis_url: str, unused_port: int) -> Iterator[str]:
+    """As :func:`private_redis`, with ``CONFIG`` renamed away (as managed Redis services do)."""
+    with _redis_server(unused_port, "--rename-command", "CONFIG", "") as url:
+        yield url
 
 
 @pytest.fixture

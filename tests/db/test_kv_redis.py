@@ -297,6 +297,17 @@ def test_idle_timeout_of_a_private_server(private_redis: str, mode: str) -> None
     plain.close()
 
 
+def test_config_unavailable_falls_back_to_30_s(private_redis_without_config: str) -> None:
+    # The server closes idle connections after 1 s but will not say so: the client still
+    # works, with the 30 s fallback (resetguard doctor measures the real timeout).
+    client = redis_client(private_redis_without_config)
+    try:
+        assert client.connection_pool.connection_kwargs["health_check_interval"] == 30.0
+        assert client.incr("rg:noconfig") == 1
+    finally:
+        client.close()
+
+
 def test_config_get_refused_falls_back(unused_port: int) -> None:
     # Nothing listens: CONFIG GET fails, the client still builds with the 30 s fallback.
     client = redis_client(f"redis://127.0.0.1:{unused_port}/0")

@@ -174,6 +174,8 @@ def test_asyncpg_pool_accepts_the_settings(postgres_dsn: str) -> None:
                 await conn.execute("SELECT 1")
             await asyncio.sleep(1.6)  # idle past max_inactive_connection_lifetime (0.5 s)
             async with pool.acquire() as conn:
+                # The session's server-side keepalive came from server_settings.
+                assert await conn.fetchval("SHOW tcp_keepalives_idle") == "60"
                 return int(await conn.fetchval("SELECT 3"))
         finally:
             await pool.close()

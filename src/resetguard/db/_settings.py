@@ -265,6 +265,15 @@ def _psycopg_keepalives() -> dict[str, int]:
     }
 
 
+def _server_keepalives() -> dict[str, str]:
+    idle, interval, count = _KEEPALIVE
+    return {
+        "tcp_keepalives_idle": str(idle),
+        "tcp_keepalives_interval": str(interval),
+        "tcp_keepalives_count": str(count),
+    }
+
+
 def _check_timeout(value: object) -> float | None:
     if value is None:
         return None
@@ -383,10 +392,16 @@ def _asyncpg(
                 value=limit,
                 reason=f"close connections idle longer than this, {below}",
             ),
+            Setting(
+                name="server_settings",
+                value=_server_keepalives(),
+                reason="asyncpg has no client-side keepalive option: the server probes this "
+                "session instead, so NAT entries stay and a dead peer is noticed in ~90 s",
+            ),
         ),
         notes=(
-            "asyncpg has no check on checkout and no keepalive option: run units of work "
-            "through resetguard.db so a dead connection is replaced before anything is sent.",
+            "asyncpg has no check on checkout: run units of work through resetguard.db so a "
+            "dead connection is replaced before anything is sent.",
         ),
         _imports=("import asyncpg",),
         _call="asyncpg.create_pool",

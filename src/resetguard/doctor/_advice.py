@@ -797,8 +797,12 @@ def _sqlalchemy_url(target: Target) -> str:
 
 # Which clients get copy-paste settings per server kind: (name shown, pool_settings driver).
 _DB_CLIENTS: dict[str, tuple[tuple[str, str], ...]] = {
-    "postgresql": (("SQLAlchemy", "sqlalchemy"), ("psycopg_pool", "psycopg_pool")),
-    "mysql": (("SQLAlchemy", "sqlalchemy"),),
+    "postgresql": (
+        ("SQLAlchemy", "sqlalchemy"),
+        ("psycopg_pool", "psycopg_pool"),
+        ("asyncpg", "asyncpg"),
+    ),
+    "mysql": (("SQLAlchemy", "sqlalchemy"), ("aiomysql", "aiomysql")),
     "redis": (("redis-py", "redis"),),
 }
 
