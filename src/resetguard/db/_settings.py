@@ -433,11 +433,18 @@ def _sqlalchemy(
                 reason="libpq TCP keepalive: a dead peer is noticed in ~90 s, NAT entries stay",
             )
         )
+    notes: tuple[str, ...] = ()
+    if backend == "mysql":
+        notes = (
+            "PyMySQL turns SO_KEEPALIVE on with the host's keepalive timing (it has no "
+            "per-socket option): lower the host default if idle flows are dropped.",
+        )
     return PoolSettings(
         driver="sqlalchemy",
         server_idle_timeout=timeout,
         idle_limit=limit,
         settings=tuple(settings),
+        notes=notes,
         _imports=("from sqlalchemy import create_engine",),
         _call="create_engine",
         _variable="engine",
