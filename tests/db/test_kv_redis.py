@@ -22,7 +22,8 @@ from resetguard.db import async_redis_client, is_safe_command, redis_client
 from resetguard.proxy import Down, FaultProxy, ResetPeer
 from tests.driver_faults._servers import FaultProxy as ReplyLossProxy
 
-from .conftest import kill_clients
+from ._kv_fixtures import *  # noqa: F403  (the fixtures: admin, key, private_redis…)
+from ._kv_fixtures import kill_clients
 
 pytestmark = [
     pytest.mark.redis,

@@ -1,4 +1,6 @@
-"""Fixtures for resetguard.db's Redis tests: a private redis-server, unique keys, an admin."""
+"""Fixtures for the Redis tests of resetguard.db (imported by test_kv_redis.py, not a conftest,
+so the SQL half of tests/db can have its own conftest): a private redis-server, unique keys,
+an admin."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+
+__all__ = ["admin", "key", "private_redis", "private_redis_without_config"]
 
 
 @contextmanager
