@@ -203,6 +203,28 @@ def test_a_write_refused_at_connect_is_retried(admin: Any, key: str, mode: str) 
     assert all(e.failure is not None and e.failure.nothing_sent for e in refused)
 
 
+def test_default_client_rides_out_a_restart(admin: Any, key: str) -> None:
+    # Refused for ~1 s (a restart): the default policy's 3 s of patience waits for the
+    # server without spending attempts; the INCR runs once.
+    with FaultProxy(f"{REDIS[0]}:{REDIS[1]}") as proxy:
+        client = redis_client(f"redis://{proxy.host}:{proxy.port}/0")
+        try:
+            assert client.incr(key) == 1
+            proxy.add_toxic(Down(name="down"))
+            client.connection_pool.disconnect()
+            lift = threading.Timer(1.0, proxy.remove_toxic, args=("down",))
+            lift.start()
+            try:
+                started = time.monotonic()
+                assert client.incr(key) == 2
+                assert time.monotonic() - started >= 0.9
+            finally:
+                lift.join(5)
+        finally:
+            client.close()
+    assert _count(admin, key) == 2
+
+
 # -- the server drops the connection: CLIENT KILL and the idle timeout -------------------------
 
 
