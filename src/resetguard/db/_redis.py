@@ -107,7 +107,10 @@ def is_safe_command(*args: object) -> bool:
     """
     if not args:
         return False
-    name = _word(args[0])
+    first = args[0]
+    if first in SAFE_COMMANDS:  # redis-py's own spelling: the hot path
+        return True
+    name = _word(first)
     if name in _CONTAINERS and len(args) > 1:
         name = f"{name} {_word(args[1])}"
     return name in SAFE_COMMANDS
@@ -148,6 +151,8 @@ def _guarded_connection(base: Any) -> Any:
         # The handshake (HELLO, AUTH, CLIENT SETINFO, SELECT) is sent with check_health=True
         # too: hide the attempt while connecting, so only the caller's command marks it.
         def connect(self) -> None:
+            if self._sock:  # the pool calls this on every checkout: keep that path short
+                return
             token = _SENDING.set(None)
             try:
                 super().connect()
@@ -155,6 +160,8 @@ def _guarded_connection(base: Any) -> Any:
                 _SENDING.reset(token)
 
         def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+            if self._sock:
+                return
             token = _SENDING.set(None)
             try:
                 super().connect_check_health(*args, **kwargs)
@@ -188,6 +195,8 @@ def _guarded_async_connection(base: Any) -> Any:
 
     class Guarded(base):  # type: ignore[misc]
         async def connect(self) -> None:
+            if self.is_connected:  # the pool calls this on every checkout
+                return
             token = _SENDING.set(None)
             try:
                 await super().connect()
@@ -195,6 +204,8 @@ def _guarded_async_connection(base: Any) -> Any:
                 _SENDING.reset(token)
 
         async def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+            if self.is_connected:
+                return
             token = _SENDING.set(None)
             try:
                 await super().connect_check_health(*args, **kwargs)
