@@ -107,6 +107,7 @@ def test_an_inner_budget_exhausted_is_not_retried_by_an_outer_layer() -> None:
     assert outer_runs == [1]
     assert inner_runs == [1]  # the budget refused the inner retry
     assert info.value.retry_after is not None
+    assert "only new calls can refill it" in str(info.value)  # no floor: only traffic refills
     assert isinstance(info.value.__cause__, ConnectionResetError)
 
 

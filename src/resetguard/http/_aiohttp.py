@@ -27,7 +27,7 @@ from .._drivers import AttemptContext, adrive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from ._guards import OriginGuards
-from ._idle import IdleLimits, expires_at, origin_of
+from ._idle import IdleLimits, expires_at
 from ._rules import HTTPPolicy
 from ._run import Exchange, current, resolve_policy
 
@@ -210,8 +210,7 @@ class RetrySession:
                         raise
             finally:
                 exchange.end(token)
-            origin = origin_of(str(response.url))
-            if exchange.answered(a, progress, response.status, response.headers, origin):
+            if exchange.answered(a, progress, response.status, response.headers):
                 response.release()
             return response
 

@@ -26,7 +26,7 @@ from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
 from ._guards import OriginGuards
-from ._idle import IdleLimits, expires_at, origin_of
+from ._idle import IdleLimits, expires_at
 from ._rules import HTTPPolicy, Progress
 from ._run import Exchange, current, resolve_policy
 
@@ -68,7 +68,9 @@ def _limits(policy: HTTPPolicy, limits: httpx.Limits | None) -> httpx.Limits:
 
 
 def _origin(url: httpx.URL) -> str:
-    return origin_of(str(url))
+    """``host:port`` (as :func:`~resetguard.http._idle.origin_of`), from the parsed URL."""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return f"{url.host}:{port}"
 
 
 # --------------------------------------------------------------------------- sockets
@@ -391,6 +393,7 @@ def _exchange(transport: _Base, request: httpx.Request, buffered: bool) -> Excha
         replayable=_always if body is None else lambda: not body.started,
         limits=transport.idle_limits,
         guards=transport.guards,
+        origin=_origin(request.url),
     )
 
 
@@ -544,8 +547,7 @@ class RetryTransport(_Base, httpx.BaseTransport):
             finally:
                 exchange.end(token)
                 self._reap_later(progress.peer)
-            origin = _origin(request.url)
-            if exchange.answered(a, progress, response.status_code, response.headers, origin):
+            if exchange.answered(a, progress, response.status_code, response.headers):
                 response.close()
             return response
 
@@ -600,8 +602,7 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
                     await _abuffer(response)
             finally:
                 exchange.end(token)
-            origin = _origin(request.url)
-            if exchange.answered(a, progress, response.status_code, response.headers, origin):
+            if exchange.answered(a, progress, response.status_code, response.headers):
                 await response.aclose()
             return response
 

@@ -26,7 +26,7 @@ from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
 from ._guards import OriginGuards
-from ._idle import IdleLimits, expires_at, origin_of
+from ._idle import IdleLimits, expires_at
 from ._rules import HTTPPolicy, Progress
 from ._run import Exchange, current, resolve_policy
 
@@ -394,8 +394,7 @@ class RetryAdapter(HTTPAdapter):
                     response.content  # noqa: B018 - read in the attempt: a reset mid-body is retried
             finally:
                 exchange.end(token)
-            status, headers = response.status_code, response.headers
-            if exchange.answered(a, progress, status, headers, origin_of(url)):
+            if exchange.answered(a, progress, response.status_code, response.headers):
                 response.close()
             return response
 
