@@ -180,8 +180,8 @@ class PoolSettings:
         head = sorted(i for i in imports if i.startswith("import "))
         head += sorted(i for i in imports if i.startswith("from "))
         lines = [*head, ""]
-        for line in comment.splitlines():
-            lines += _comment(line.lstrip("# "), "")
+        # The caller's lines as given (not re-wrapped), then the notes, wrapped.
+        lines += [f"# {line.lstrip('# ')}" for line in comment.splitlines()]
         for note in self.notes:
             lines += _comment(note, "")
         pad = "    " if self._async else ""

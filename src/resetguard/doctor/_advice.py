@@ -824,11 +824,17 @@ def _db_recommendations(target: Target, kind: str, idle_s: float | None) -> list
             backend = "postgresql" if kind == "postgresql" else "mysql"
         settings = pool_settings(driver, server_idle_timeout=idle_s, backend=backend)
         url = _sqlalchemy_url(target) if driver == "sqlalchemy" else target.display
+        comment = why
+        if driver == "redis":
+            # redis-py does not retire connections; it PINGs one that sat idle too long.
+            ping = format_seconds(settings.idle_limit)
+            head, _, rest = why.partition(".")
+            comment = f"{head}: PING a connection idle over {ping} before reuse.{rest}"
         recs.append(
             Recommendation(
                 client=client,
                 summary=settings.summary(),
-                code=settings.render(url, comment=why),
+                code=settings.render(url, comment=comment),
             )
         )
     return recs
