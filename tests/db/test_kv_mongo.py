@@ -209,6 +209,34 @@ def test_a_failed_heartbeat_is_reported_with_the_fault() -> None:
         client.close()
 
 
+def test_idle_connections_are_retired_below_the_path_idle_timeout(server: Any) -> None:
+    # A load balancer dropping flows idle for 1 s: maxIdleTimeMS = 500, and pymongo's pool
+    # closes the idle connection itself (reason "idle"), before the path would.
+    from pymongo import MongoClient
+
+    seen: list[resetguard.Event] = []
+    options = mongo_client_options(
+        server_idle_timeout=1.0, hook=seen.append, heartbeatFrequencyMS=500
+    )
+    assert options["maxIdleTimeMS"] == 500
+    client = MongoClient(f"mongodb://127.0.0.1:{server.port}/", directConnection=True, **options)
+    try:
+        client.admin.command("ping")
+        deadline = time.monotonic() + 10
+        closed: list[resetguard.ConnectionEvent] = []
+        while not closed and time.monotonic() < deadline:
+            closed = [
+                e
+                for e in seen
+                if isinstance(e, resetguard.ConnectionEvent) and e.action == "closed"
+            ]
+            time.sleep(0.05)
+        assert [e.reason for e in closed] == ["idle"]
+        client.admin.command("ping")  # and the next command gets a fresh connection
+    finally:
+        client.close()
+
+
 def test_options_are_the_pool_settings_and_keep_extra_listeners() -> None:
     from pymongo import monitoring
 

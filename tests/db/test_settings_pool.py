@@ -213,3 +213,19 @@ def test_aiomysql_pool_recycles_before_wait_timeout(mysql_params: dict[str, obje
             await pool.wait_closed()
 
     assert asyncio.run(scenario()) == 4
+
+
+def test_importing_resetguard_db_imports_no_driver() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, resetguard.db\n"
+        "drivers = ('redis', 'pymongo', 'psycopg', 'psycopg_pool', 'asyncpg', 'pymysql',"
+        " 'aiomysql', 'sqlalchemy')\n"
+        "print(sorted(m for m in drivers if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"

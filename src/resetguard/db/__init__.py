@@ -16,7 +16,14 @@ Example::
 from __future__ import annotations
 
 from ._mongo import mongo_client_options, mongo_listeners
-from ._redis import SAFE_COMMANDS, async_redis_client, is_safe_command, redis_client
+from ._redis import (
+    DEFAULT_REDIS_POLICY,
+    SAFE_COMMANDS,
+    SERVER_BREAKER,
+    async_redis_client,
+    is_safe_command,
+    redis_client,
+)
 from ._settings import (
     DRIVERS,
     Code,
@@ -28,8 +35,10 @@ from ._settings import (
 )
 
 __all__ = [
+    "DEFAULT_REDIS_POLICY",
     "DRIVERS",
     "SAFE_COMMANDS",
+    "SERVER_BREAKER",
     "Code",
     "PoolSettings",
     "Setting",
