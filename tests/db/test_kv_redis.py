@@ -358,6 +358,31 @@ def test_raise_unknown_true_raises_outcome_unknown(admin: Any, key: str) -> None
     assert _count(admin, key) == 1
 
 
+def test_the_password_never_reaches_errors_notes_or_events(admin: Any, key: str) -> None:
+    import redis
+
+    # The local default user is "nopass": any password logs in; it must still never show.
+    seen: list[resetguard.Event] = []
+    resetguard.add_hook(seen.append)
+    try:
+        with ReplyLossProxy(REDIS) as proxy:
+            url = f"redis://default:TopSecret42@127.0.0.1:{proxy.port}/0"
+            client = redis_client(url)
+            try:
+                client.ping()
+                proxy.arm_reply_loss(rst_after=0.3)
+                with pytest.raises(redis.ConnectionError) as raised:
+                    client.incr(key)
+            finally:
+                client.close()
+    finally:
+        resetguard.remove_hook(seen.append)
+    exc = raised.value
+    shown = [str(exc), *getattr(exc, "__notes__", []), *map(repr, seen)]
+    assert seen
+    assert not [text for text in shown if "TopSecret42" in text]
+
+
 def test_connection_loss_feeds_the_monitor(key: str) -> None:
     from redis import RedisError
 
