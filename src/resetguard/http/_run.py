@@ -59,6 +59,7 @@ STALE_REPLAYS = 4
 #: The attempt the current thread / task is making; written by the instrumented sockets.
 current: ContextVar[Progress | None] = ContextVar("resetguard_http_progress", default=None)
 
+
 class RetryableStatus(ResetGuardError):
     """Stands for a retryable HTTP status (429, 503, …) in retry events and history."""
 
