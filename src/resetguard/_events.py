@@ -146,6 +146,8 @@ class ConnectionEvent(Event):
 
     ``action`` is ``"opened"``, ``"reused"``, ``"returned"``, ``"closed"``, ``"expired"`` or
     ``"failed"``; ``name`` is the source library (``"httpx"``, ``"requests"``, ``"socket"``…).
+    ``reason`` is the library's own word for why, when it gives one (pymongo's ``"idle"``,
+    ``"stale"``, ``"error"``; a failed heartbeat).
     """
 
     action: str
@@ -155,6 +157,7 @@ class ConnectionEvent(Event):
     bytes_received: int | None = None
     failure: Failure | None = None
     elapsed: float | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
