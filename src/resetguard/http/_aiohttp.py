@@ -433,7 +433,7 @@ class RetrySession:
                 response.release()
             return response
 
-        return await adrive(exchange.run, attempt)
+        return await adrive(exchange, attempt)
 
     def get(self, url: Any, **kwargs: Any) -> RequestContext:
         return self.request("GET", url, **kwargs)

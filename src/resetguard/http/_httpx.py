@@ -176,8 +176,7 @@ class _Stream(httpcore.NetworkStream):
             if progress is not None:
                 progress.send_failed = True
             raise
-        # inline (a write is on every request's path): the connection was used now
-        self._conn.last_used = _monotonic()
+        # The idle clock restarts on reads only: a response always follows the writes.
         if progress is not None:
             progress.bytes_sent += len(buffer)
 
@@ -219,8 +218,7 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
             if progress is not None:
                 progress.send_failed = True
             raise
-        # inline (a write is on every request's path): the connection was used now
-        self._conn.last_used = _monotonic()
+        # The idle clock restarts on reads only: a response always follows the writes.
         if progress is not None:
             progress.bytes_sent += len(buffer)
 
@@ -617,7 +615,7 @@ class RetryTransport(_Base, httpx.BaseTransport):
                 response.close()
             return response
 
-        return drive(exchange.run, attempt)
+        return drive(exchange, attempt)
 
     def __enter__(self) -> RetryTransport:
         self._inner.__enter__()
@@ -686,7 +684,7 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
                 await response.aclose()
             return response
 
-        return await adrive(exchange.run, attempt)
+        return await adrive(exchange, attempt)
 
     async def __aenter__(self) -> AsyncRetryTransport:
         await self._inner.__aenter__()

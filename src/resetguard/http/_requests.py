@@ -413,7 +413,7 @@ class RetryAdapter(HTTPAdapter):
                 response.close()
             return response
 
-        return drive(exchange.run, attempt)
+        return drive(exchange, attempt)
 
 
 class Session(requests.Session):

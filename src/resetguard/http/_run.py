@@ -115,15 +115,17 @@ def _phase(progress: Progress, failure: Failure) -> Phase:
     return failure.phase
 
 
-class Exchange:
+class Exchange(Run):
     """One request on the engine: the translation every HTTP transport shares.
 
-    It is the request's :class:`~resetguard._engine.Judge` (Go's rules, from each attempt's
-    :class:`Progress`) and builds the engine :attr:`run`. A transport's attempt calls
-    :meth:`begin` before sending, :meth:`end` after, and :meth:`answered` with the response.
+    It is the request's engine run, and its own :class:`~resetguard._engine.Judge` (Go's
+    rules, from each attempt's :class:`Progress`): one object per request, not three. A
+    transport's attempt calls :meth:`begin` before sending, :meth:`end` after, and
+    :meth:`answered` with the response; ``drive(exchange, attempt)`` runs it.
     """
 
-    __slots__ = ("buffered", "idempotent", "limits", "origin", "policy", "replayable", "run")
+    free_replays = STALE_REPLAYS
+    _log = _log
 
     def __init__(
         self,
@@ -138,7 +140,7 @@ class Exchange:
         guards: OriginGuards,
         origin: str | None = None,
     ) -> None:
-        self.policy = policy
+        self.http = policy
         #: ``host:port`` of the request's URL: the key of its breaker and of the limits it
         #: teaches when the attempt did not record the dialled peer
         self.origin = origin = origin or origin_of(str(url))
@@ -146,18 +148,23 @@ class Exchange:
         self.buffered = buffered
         self.replayable = replayable
         self.limits = limits
+        self.judge = self
         retry = policy.retry
-        #: the engine run of this request (the budget counted it when it was built)
-        self.run = Run(
+        breaker = guards.breaker(origin)
+        # the budget counts the request now, in Run.__init__
+        super().__init__(
             retry,
+            None,
             label=retry.name or (lambda: f"{method} {safe_url(str(url))}"),
-            judge=self,
-            free_replays=STALE_REPLAYS,
-            logger=_log,
-            breaker=guards.breaker(origin),
+            breaker=breaker,
             budget=guards.budget,
             patience=policy.patience,
         )
+
+    @property
+    def run(self) -> Exchange:
+        """The engine run of this request: the exchange itself."""
+        return self
 
     # ------------------------------------------------------------------ the attempt
 
@@ -193,8 +200,7 @@ class Exchange:
                 limits.hint(progress.peer or self.origin, seconds)
         if progress.reused and progress.idle_age is not None and progress.peer:
             limits.alive(progress.peer, progress.idle_age)
-        policy = self.policy
-        if not retry_status(status, idempotent=self.idempotent, policy=policy):
+        if not retry_status(status, idempotent=self.idempotent, policy=self.http):
             return False
         if not self.replayable():
             return False
@@ -237,7 +243,7 @@ class Exchange:
         if stale_close and progress.idle_age is not None and progress.peer:
             # a pooled connection the server had closed while idle: learn its idle timeout
             self.limits.closed(progress.peer, progress.idle_age)
-        http = self.policy
+        http = self.http
         return decide(
             failure,
             retryable=policy._matches(exc, failure),
