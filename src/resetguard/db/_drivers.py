@@ -1,0 +1,408 @@
+"""What resetguard needs from each driver and pool, recognised by module and class name.
+
+Two small parts per driver, neither imports its library at module level:
+
+* a **source** hands out a connection and takes it back. ``release(conn, broken=True)``
+  makes sure a broken connection never goes back to the pool: psycopg_pool gets it back
+  closed (and replaces it), asyncpg's pool gets it terminated, aiomysql's pool closed,
+  SQLAlchemy's pool invalidated. A plain connect factory's connection is always closed.
+* the **ops** of a connection class: BEGIN, COMMIT, ROLLBACK, one statement, and the
+  dialect of the key table's SQL.
+
+Nothing here decides about retrying: the engine does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from ._keys import MYSQL_FORMAT, MYSQL_NAMED, PG_FORMAT, PG_NAMED, PG_NUMERIC, Dialect
+
+__all__ = ["AsyncOps", "AsyncSource", "SyncOps", "SyncSource", "async_source", "sync_source"]
+
+Params = Sequence[Any] | Mapping[str, Any] | None
+
+
+def _kind(obj: object) -> tuple[str, str]:
+    cls = type(obj)
+    return cls.__module__.split(".", 1)[0], cls.__name__
+
+
+# --------------------------------------------------------------------------- sync ops
+
+
+class SyncOps:
+    """Transaction steps on one connection class (psycopg ``Connection``)."""
+
+    name = "psycopg"
+
+    def dialect(self, conn: Any) -> Dialect:
+        return PG_FORMAT
+
+    def begin(self, conn: Any) -> None:
+        if conn.autocommit:  # otherwise psycopg opens the transaction with the first statement
+            conn.execute("BEGIN")
+
+    def commit(self, conn: Any) -> None:
+        conn.commit()
+
+    def rollback(self, conn: Any) -> None:
+        conn.rollback()
+
+    def run(self, conn: Any, sql: str, params: Params) -> Any:
+        cur = conn.execute(sql, params)
+        return cur.fetchall() if cur.description is not None else cur.rowcount
+
+    def discard(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+    def end_read(self, conn: Any) -> None:
+        """End the transaction a lone read opened (the drivers here start one implicitly)."""
+        self.rollback(conn)
+
+
+class _PyMySQLOps(SyncOps):
+    name = "pymysql"
+
+    def dialect(self, conn: Any) -> Dialect:
+        return MYSQL_FORMAT
+
+    def begin(self, conn: Any) -> None:
+        conn.begin()
+
+    def run(self, conn: Any, sql: str, params: Params) -> Any:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return list(cur.fetchall()) if cur.description is not None else cur.rowcount
+
+
+class _SqlAlchemyOps(SyncOps):
+    name = "sqlalchemy"
+
+    def dialect(self, conn: Any) -> Dialect:
+        return PG_NAMED if conn.dialect.name == "postgresql" else MYSQL_NAMED
+
+    def begin(self, conn: Any) -> None:
+        conn.begin()
+
+    def run(self, conn: Any, sql: str, params: Params) -> Any:
+        from sqlalchemy import text
+
+        result = conn.execute(text(sql), _named(params))
+        return list(result.fetchall()) if result.returns_rows else result.rowcount
+
+    def discard(self, conn: Any) -> None:
+        # invalidate(): SQLAlchemy's own way to keep a connection out of its pool
+        with contextlib.suppress(Exception):
+            conn.invalidate()
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def _named(params: Params) -> Mapping[str, Any]:
+    if params is None:
+        return {}
+    if isinstance(params, Mapping):
+        return params
+    return {f"p{i}": value for i, value in enumerate(params)}
+
+
+_SYNC_OPS: dict[tuple[str, str], SyncOps] = {
+    ("psycopg", "Connection"): SyncOps(),
+    ("pymysql", "Connection"): _PyMySQLOps(),
+    ("sqlalchemy", "Connection"): _SqlAlchemyOps(),
+}
+
+
+def sync_ops(conn: object) -> SyncOps:
+    """The ops for ``conn``'s class (raises TypeError naming an unsupported class)."""
+    ops = _SYNC_OPS.get(_kind(conn))
+    if ops is None:
+        raise TypeError(
+            f"resetguard.db does not know connections of type {type(conn).__module__}."
+            f"{type(conn).__qualname__}; supported: psycopg.Connection, pymysql.Connection,"
+            " sqlalchemy Connection"
+        )
+    return ops
+
+
+# --------------------------------------------------------------------------- sync sources
+
+
+class SyncSource:
+    """A connect factory: a new connection per unit, always closed afterwards."""
+
+    def __init__(self, target: Callable[[], Any]) -> None:
+        self.target = target
+
+    def acquire(self) -> Any:
+        return self.target()
+
+    def release(self, conn: Any, ops: SyncOps, *, broken: bool) -> None:
+        ops.discard(conn)
+
+
+class _PsycopgPoolSource(SyncSource):
+    def acquire(self) -> Any:
+        return self.target.getconn()  # type: ignore[attr-defined]
+
+    def release(self, conn: Any, ops: SyncOps, *, broken: bool) -> None:
+        if broken:
+            ops.discard(conn)  # psycopg_pool discards a closed connection and opens another
+        self.target.putconn(conn)  # type: ignore[attr-defined]
+
+
+class _SqlAlchemyEngineSource(SyncSource):
+    def acquire(self) -> Any:
+        return self.target.connect()  # type: ignore[attr-defined]
+
+    def release(self, conn: Any, ops: SyncOps, *, broken: bool) -> None:
+        if broken:
+            ops.discard(conn)
+        else:
+            conn.close()
+
+
+def sync_source(pool: object) -> SyncSource:
+    """Recognise ``pool``: a psycopg_pool pool, a SQLAlchemy Engine or a connect factory."""
+    module, name = _kind(pool)
+    if module == "psycopg_pool" and name in ("ConnectionPool", "NullConnectionPool"):
+        return _PsycopgPoolSource(pool)  # type: ignore[arg-type]
+    if module == "sqlalchemy" and name == "Engine":
+        return _SqlAlchemyEngineSource(pool)  # type: ignore[arg-type]
+    if module in ("psycopg_pool", "asyncpg", "aiomysql") or (
+        module == "sqlalchemy" and name == "AsyncEngine"
+    ):
+        raise TypeError(f"{module}.{name} is asynchronous: use resetguard.db.atransaction/aexecute")
+    if callable(pool):
+        return SyncSource(pool)
+    raise TypeError(
+        "pool must be a psycopg_pool.ConnectionPool, a SQLAlchemy Engine or a function"
+        f" returning a new psycopg / PyMySQL connection; got {pool!r}"
+    )
+
+
+# --------------------------------------------------------------------------- async ops
+
+
+class AsyncOps:
+    """Transaction steps on one async connection class (psycopg ``AsyncConnection``)."""
+
+    name = "psycopg"
+
+    def dialect(self, conn: Any) -> Dialect:
+        return PG_FORMAT
+
+    async def begin(self, conn: Any) -> None:
+        if conn.autocommit:
+            await conn.execute("BEGIN")
+
+    async def commit(self, conn: Any) -> None:
+        await conn.commit()
+
+    async def rollback(self, conn: Any) -> None:
+        await conn.rollback()
+
+    async def run(self, conn: Any, sql: str, params: Params) -> Any:
+        cur = await conn.execute(sql, params)
+        return await cur.fetchall() if cur.description is not None else cur.rowcount
+
+    async def discard(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+    async def run_count(self, conn: Any, sql: str, params: Params) -> int:
+        """Run a statement that returns no rows; its row count."""
+        return int(await self.run(conn, sql, params))
+
+    async def end_read(self, conn: Any) -> None:
+        """End the transaction a lone read opened (psycopg and aiomysql start one)."""
+        await self.rollback(conn)
+
+    async def end_write(self, conn: Any) -> None:
+        """Commit a lone statement."""
+        await self.commit(conn)
+
+
+class _AsyncpgOps(AsyncOps):
+    name = "asyncpg"
+
+    def dialect(self, conn: Any) -> Dialect:
+        return PG_NUMERIC
+
+    async def begin(self, conn: Any) -> None:
+        await conn.execute("BEGIN")
+
+    async def commit(self, conn: Any) -> None:
+        await conn.execute("COMMIT")
+
+    async def rollback(self, conn: Any) -> None:
+        await conn.execute("ROLLBACK")
+
+    async def run(self, conn: Any, sql: str, params: Params) -> Any:
+        args = () if params is None else tuple(params)  # type: ignore[arg-type]
+        return await conn.fetch(sql, *args)
+
+    async def discard(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.terminate()  # no goodbye on a broken socket; the pool replaces it
+
+    async def run_count(self, conn: Any, sql: str, params: Params) -> int:
+        args = () if params is None else tuple(params)  # type: ignore[arg-type]
+        status = await conn.execute(sql, *args)  # e.g. "DELETE 3"
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def end_read(self, conn: Any) -> None:
+        """asyncpg runs a lone statement in autocommit: nothing to end."""
+
+    async def end_write(self, conn: Any) -> None:
+        """asyncpg runs a lone statement in autocommit: nothing to commit."""
+
+
+class _AiomysqlOps(AsyncOps):
+    name = "aiomysql"
+
+    def dialect(self, conn: Any) -> Dialect:
+        return MYSQL_FORMAT
+
+    async def begin(self, conn: Any) -> None:
+        await conn.begin()
+
+    async def run(self, conn: Any, sql: str, params: Params) -> Any:
+        async with conn.cursor() as cur:
+            await cur.execute(sql, params)
+            return list(await cur.fetchall()) if cur.description is not None else cur.rowcount
+
+    async def discard(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.close()  # aiomysql's close() is synchronous: it drops the transport
+
+
+class _AsyncSqlAlchemyOps(AsyncOps):
+    name = "sqlalchemy"
+
+    def dialect(self, conn: Any) -> Dialect:
+        return PG_NAMED if conn.dialect.name == "postgresql" else MYSQL_NAMED
+
+    async def begin(self, conn: Any) -> None:
+        await conn.begin()
+
+    async def run(self, conn: Any, sql: str, params: Params) -> Any:
+        from sqlalchemy import text
+
+        result = await conn.execute(text(sql), _named(params))
+        return list(result.fetchall()) if result.returns_rows else result.rowcount
+
+    async def discard(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+
+_ASYNC_OPS: dict[tuple[str, str], AsyncOps] = {
+    ("psycopg", "AsyncConnection"): AsyncOps(),
+    ("asyncpg", "Connection"): _AsyncpgOps(),
+    ("asyncpg", "PoolConnectionProxy"): _AsyncpgOps(),
+    ("aiomysql", "Connection"): _AiomysqlOps(),
+    ("sqlalchemy", "AsyncConnection"): _AsyncSqlAlchemyOps(),
+}
+
+
+def async_ops(conn: object) -> AsyncOps:
+    """The async ops for ``conn``'s class (raises TypeError naming an unsupported class)."""
+    ops = _ASYNC_OPS.get(_kind(conn))
+    if ops is None:
+        raise TypeError(
+            f"resetguard.db does not know async connections of type {type(conn).__module__}."
+            f"{type(conn).__qualname__}; supported: psycopg.AsyncConnection, asyncpg"
+            " Connection, aiomysql Connection, sqlalchemy AsyncConnection"
+        )
+    return ops
+
+
+# --------------------------------------------------------------------------- async sources
+
+
+class AsyncSource:
+    """An async connect factory: a new connection per unit, always closed afterwards."""
+
+    def __init__(self, target: Callable[[], Any]) -> None:
+        self.target = target
+
+    async def acquire(self) -> Any:
+        conn = self.target()
+        return await conn if inspect.isawaitable(conn) else conn
+
+    async def release(self, conn: Any, ops: AsyncOps, *, broken: bool) -> None:
+        await ops.discard(conn)
+
+
+class _AsyncPsycopgPoolSource(AsyncSource):
+    async def acquire(self) -> Any:
+        return await self.target.getconn()  # type: ignore[attr-defined]
+
+    async def release(self, conn: Any, ops: AsyncOps, *, broken: bool) -> None:
+        if broken:
+            await ops.discard(conn)
+        await self.target.putconn(conn)  # type: ignore[attr-defined]
+
+
+class _AsyncpgPoolSource(AsyncSource):
+    async def acquire(self) -> Any:
+        return await self.target.acquire()  # type: ignore[attr-defined]
+
+    async def release(self, conn: Any, ops: AsyncOps, *, broken: bool) -> None:
+        if broken:
+            await ops.discard(conn)
+        await self.target.release(conn)  # type: ignore[attr-defined]
+
+
+class _AiomysqlPoolSource(AsyncSource):
+    async def acquire(self) -> Any:
+        return await self.target.acquire()  # type: ignore[attr-defined]
+
+    async def release(self, conn: Any, ops: AsyncOps, *, broken: bool) -> None:
+        if broken:
+            await ops.discard(conn)  # aiomysql's pool drops a closed connection on release
+        done: Awaitable[Any] | None = self.target.release(conn)  # type: ignore[attr-defined]
+        if done is not None and inspect.isawaitable(done):
+            await done
+
+
+class _AsyncEngineSource(AsyncSource):
+    async def acquire(self) -> Any:
+        return await self.target.connect()  # type: ignore[attr-defined]
+
+    async def release(self, conn: Any, ops: AsyncOps, *, broken: bool) -> None:
+        if broken:
+            await ops.discard(conn)
+        else:
+            await conn.close()
+
+
+def async_source(pool: object) -> AsyncSource:
+    """Recognise ``pool``: psycopg_pool's AsyncConnectionPool, an asyncpg or aiomysql pool,
+    a SQLAlchemy AsyncEngine or an (async) connect factory."""
+    module, name = _kind(pool)
+    if module == "psycopg_pool" and name in ("AsyncConnectionPool", "AsyncNullConnectionPool"):
+        return _AsyncPsycopgPoolSource(pool)  # type: ignore[arg-type]
+    if module == "asyncpg" and name == "Pool":
+        return _AsyncpgPoolSource(pool)  # type: ignore[arg-type]
+    if module == "aiomysql" and name == "Pool":
+        return _AiomysqlPoolSource(pool)  # type: ignore[arg-type]
+    if module == "sqlalchemy" and name == "AsyncEngine":
+        return _AsyncEngineSource(pool)  # type: ignore[arg-type]
+    if module in ("psycopg_pool", "sqlalchemy"):
+        raise TypeError(f"{module}.{name} is synchronous: use resetguard.db.transaction/execute")
+    if callable(pool):
+        return AsyncSource(pool)
+    raise TypeError(
+        "pool must be a psycopg_pool.AsyncConnectionPool, an asyncpg or aiomysql pool, a"
+        " SQLAlchemy AsyncEngine or a function returning a new async connection;"
+        f" got {pool!r}"
+    )

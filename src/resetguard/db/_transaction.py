@@ -1,0 +1,494 @@
+"""Units of work and single statements on the retry engine.
+
+Each attempt takes a connection from the pool, runs BEGIN, the unit, the key INSERT, then
+declares its point of no return (``a.sent()``) and sends COMMIT. On a failure it discards
+the connection when the failure is a connection fault (never back to the pool), rolls back
+otherwise, and re-raises: the engine decides to rerun, resolve (the key check below) or
+surface the unknown outcome. There is no loop, sleep or give-up here.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from .. import Resolution, Retry, classify
+from .._events import ConnectionEvent, emit, hooks_active
+from . import _drivers
+from ._drivers import AsyncOps, AsyncSource, Params, SyncOps, SyncSource
+from ._keys import (
+    DEFAULT_KEY_TABLE,
+    check_key,
+    check_older_than,
+    check_table,
+    decode_result,
+    encode_result,
+    is_duplicate_key,
+)
+
+__all__ = [
+    "aensure_key_table",
+    "aexecute",
+    "apurge_keys",
+    "atransaction",
+    "ensure_key_table",
+    "execute",
+    "purge_keys",
+    "transaction",
+]
+
+R = TypeVar("R")
+
+# Not declared idempotent (None): a fault before COMMIT was sent reruns the unit, a fault
+# while COMMIT is in flight is resolved by the key or surfaced as an unknown outcome.
+_TRANSACTION = Retry(name="db.transaction", idempotent=None)
+_READ = Retry(name="db.read", idempotent=True)
+_WRITE = Retry(name="db.write", idempotent=False)
+
+# Pools whose key table this process already created (CREATE TABLE IF NOT EXISTS once).
+_ensured: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_ensured_ids: dict[int, set[str]] = {}
+
+
+def _ensured_for(pool: object) -> set[str]:
+    try:
+        return _ensured.setdefault(pool, set())
+    except TypeError:  # not weak-referenceable (e.g. a bound method factory)
+        return _ensured_ids.setdefault(id(pool), set())
+
+
+def _check_policy(policy: object) -> None:
+    if policy is not None and not isinstance(policy, Retry):
+        raise TypeError(f"policy must be a resetguard.Retry, got {policy!r}")
+
+
+def _lost(ops_name: str, exc: BaseException) -> bool:
+    """Whether ``exc`` broke the connection (a connection fault); tells the monitor."""
+    failure = classify(exc)
+    if failure is None:
+        return False
+    if hooks_active():
+        emit(ConnectionEvent(name=ops_name, action="failed", failure=failure))
+    return True
+
+
+# --------------------------------------------------------------------------- sync
+
+
+def _sync_release_after(
+    source: SyncSource, ops: SyncOps, conn: Any, exc: BaseException
+) -> None:
+    # an interrupt or a connection fault leaves the session in an unknown state: discard it
+    broken = not isinstance(exc, Exception) or _lost(ops.name, exc)
+    if not broken:
+        try:
+            ops.rollback(conn)
+        except Exception as rollback_error:
+            _lost(ops.name, rollback_error)
+            broken = True
+    source.release(conn, ops, broken=broken)
+
+
+def _sync_ensure(ops: SyncOps, conn: Any, table: str, pool: object) -> None:
+    done = _ensured_for(pool)
+    if table in done:
+        return
+    try:
+        ops.run(conn, ops.dialect(conn).on(table).create, None)
+        ops.commit(conn)
+    except Exception as exc:
+        if not is_duplicate_key(exc):  # two sessions creating it at once (PostgreSQL)
+            raise
+        ops.rollback(conn)
+    done.add(table)
+
+
+def _sync_claim(ops: SyncOps, conn: Any, table: str, key: str, payload: str) -> tuple[bool, Any]:
+    """INSERT the key; ``(False, stored result)`` when it is committed already."""
+    sql = ops.dialect(conn).on(table)
+    try:
+        ops.run(conn, sql.insert, (key, payload))
+    except Exception as exc:
+        if not is_duplicate_key(exc):
+            raise
+        # committed before (an earlier call, or a first run that was still committing
+        # when this rerun started): undo this run and return what that one stored
+        ops.rollback(conn)
+        stored = ops.run(conn, sql.select, (key,))
+        ops.end_read(conn)
+        return False, decode_result(stored[0][0])
+    return True, None
+
+
+def transaction(
+    pool: object,
+    unit: Callable[[Any], R],
+    *,
+    key: str | None = None,
+    policy: Retry | None = None,
+    key_table: str = DEFAULT_KEY_TABLE,
+) -> R:
+    """Run ``unit(conn)`` in a transaction on a pooled connection; return its result.
+
+    A connection fault before COMMIT was sent reruns the unit on a fresh connection (the
+    broken one never goes back to the pool). A fault while COMMIT is in flight is an unknown
+    outcome: with ``key=`` it is resolved by checking the key on a fresh connection
+    (committed: its stored result is returned; not committed: the unit runs again), with
+    ``policy=Retry(idempotent=True)`` the unit is rerun, otherwise
+    :class:`resetguard.OutcomeUnknown` is raised from the driver's error.
+
+    ``pool`` is a ``psycopg_pool.ConnectionPool``, a SQLAlchemy ``Engine`` or a function
+    returning a new psycopg / PyMySQL connection. A keyed unit must return JSON data: its
+    result is stored with the key and returned JSON-decoded, from this run or the table.
+
+    Example::
+
+        def transfer(conn):
+            conn.execute("UPDATE acct SET bal = bal - 5 WHERE id = 1")
+            conn.execute("UPDATE acct SET bal = bal + 5 WHERE id = 2")
+            return "ok"
+
+        resetguard.db.transaction(pool, transfer, key=f"transfer-{request_id}")
+    """
+    _check_policy(policy)
+    source = _drivers.sync_source(pool)
+    table = check_table(key_table)
+    if key is not None:
+        check_key(key)
+
+    def attempt(a: Any) -> Any:
+        conn = source.acquire()
+        ops = _drivers.sync_ops(conn)
+        try:
+            if key is not None:
+                _sync_ensure(ops, conn, table, pool)
+            ops.begin(conn)
+            result: Any = unit(conn)
+            if key is not None:
+                payload = encode_result(result)
+                claimed, result = _sync_claim(ops, conn, table, key, payload)
+                if not claimed:
+                    source.release(conn, ops, broken=False)
+                    return result
+                result = decode_result(payload)
+            a.sent()
+            ops.commit(conn)
+        except BaseException as exc:
+            _sync_release_after(source, ops, conn, exc)
+            raise
+        source.release(conn, ops, broken=False)
+        return result
+
+    resolve = None if key is None else _sync_resolver(source, table, key)
+    chosen = policy or _TRANSACTION
+    return chosen.run(attempt, resolve=resolve, raise_unknown=True)  # type: ignore[attr-defined,no-any-return]
+
+
+def _sync_resolver(source: SyncSource, table: str, key: str) -> Callable[[BaseException], Any]:
+    def resolve(exc: BaseException) -> Any:
+        conn = source.acquire()
+        ops = _drivers.sync_ops(conn)
+        try:
+            rows = ops.run(conn, ops.dialect(conn).on(table).select, (key,))
+            ops.end_read(conn)
+        except BaseException as error:
+            _sync_release_after(source, ops, conn, error)
+            raise
+        source.release(conn, ops, broken=False)
+        return Resolution.done(decode_result(rows[0][0])) if rows else Resolution.RERUN
+
+    return resolve
+
+
+def execute(
+    pool: object,
+    sql: str,
+    params: Params = None,
+    *,
+    readonly: bool,
+    policy: Retry | None = None,
+) -> Any:
+    """Run one statement on its own (committed at once) and return its rows, or its row
+    count when it returns none.
+
+    ``readonly=True`` statements are retried on any connection fault. Writes are retried
+    only when the fault is proven to have come before the statement was sent (a refused
+    connection, a connection found closed): a write is never run twice.
+
+    Example::
+
+        rows = resetguard.db.execute(pool, "SELECT id FROM users WHERE name = %s", ("ann",),
+                                     readonly=True)
+    """
+    _check_policy(policy)
+    if not isinstance(readonly, bool):
+        raise TypeError(f"readonly must be True or False, got {readonly!r}")
+    source = _drivers.sync_source(pool)
+
+    def attempt(a: Any) -> Any:
+        conn = source.acquire()
+        ops = _drivers.sync_ops(conn)
+        try:
+            a.sent()
+            result = ops.run(conn, sql, params)
+            if readonly:
+                ops.end_read(conn)
+            else:
+                ops.commit(conn)
+        except BaseException as exc:
+            _sync_release_after(source, ops, conn, exc)
+            raise
+        source.release(conn, ops, broken=False)
+        return result
+
+    chosen = policy or (_READ if readonly else _WRITE)
+    return chosen.run(attempt, raise_unknown=True)  # type: ignore[attr-defined]
+
+
+def ensure_key_table(pool: object, *, key_table: str = DEFAULT_KEY_TABLE) -> None:
+    """Create the idempotency-key table if it does not exist (a keyed unit also does this
+    once per pool and table by itself).
+
+    Example::
+
+        resetguard.db.ensure_key_table(pool)   # CREATE TABLE IF NOT EXISTS resetguard_keys
+    """
+    table = check_table(key_table)
+    source = _drivers.sync_source(pool)
+    conn = source.acquire()
+    ops = _drivers.sync_ops(conn)
+    try:
+        _ensured_for(pool).discard(table)
+        _sync_ensure(ops, conn, table, pool)
+    except BaseException as exc:
+        _sync_release_after(source, ops, conn, exc)
+        raise
+    source.release(conn, ops, broken=False)
+
+
+def purge_keys(pool: object, older_than: float, *, key_table: str = DEFAULT_KEY_TABLE) -> int:
+    """Delete idempotency keys older than ``older_than`` seconds; return how many.
+
+    Keep keys longer than any caller may retry the same operation (say, a week).
+
+    Example::
+
+        resetguard.db.purge_keys(pool, older_than=7 * 86400)
+    """
+    seconds = check_older_than(older_than)
+    table = check_table(key_table)
+    source = _drivers.sync_source(pool)
+    conn = source.acquire()
+    ops = _drivers.sync_ops(conn)
+    try:
+        sql = ops.dialect(conn).on(table)
+        deleted = ops.run(conn, sql.purge, (sql.purge_param(seconds),))
+        ops.commit(conn)
+    except BaseException as exc:
+        _sync_release_after(source, ops, conn, exc)
+        raise
+    source.release(conn, ops, broken=False)
+    return int(deleted)
+
+
+# --------------------------------------------------------------------------- async
+
+
+async def _async_release_after(
+    source: AsyncSource, ops: AsyncOps, conn: Any, exc: BaseException
+) -> None:
+    broken = not isinstance(exc, Exception) or _lost(ops.name, exc)
+    if not broken:
+        try:
+            await ops.rollback(conn)
+        except Exception as rollback_error:
+            _lost(ops.name, rollback_error)
+            broken = True
+    await source.release(conn, ops, broken=broken)
+
+
+async def _async_ensure(ops: AsyncOps, conn: Any, table: str, pool: object) -> None:
+    done = _ensured_for(pool)
+    if table in done:
+        return
+    try:
+        await ops.run(conn, ops.dialect(conn).on(table).create, None)
+        await ops.end_write(conn)
+    except Exception as exc:
+        if not is_duplicate_key(exc):
+            raise
+        await ops.rollback(conn)
+    done.add(table)
+
+
+async def _async_claim(
+    ops: AsyncOps, conn: Any, table: str, key: str, payload: str
+) -> tuple[bool, Any]:
+    sql = ops.dialect(conn).on(table)
+    try:
+        await ops.run(conn, sql.insert, (key, payload))
+    except Exception as exc:
+        if not is_duplicate_key(exc):
+            raise
+        await ops.rollback(conn)
+        stored = await ops.run(conn, sql.select, (key,))
+        await ops.end_read(conn)
+        return False, decode_result(stored[0][0])
+    return True, None
+
+
+async def atransaction(
+    pool: object,
+    unit: Callable[[Any], Awaitable[R]],
+    *,
+    key: str | None = None,
+    policy: Retry | None = None,
+    key_table: str = DEFAULT_KEY_TABLE,
+) -> R:
+    """The asyncio form of :func:`transaction`: ``await unit(conn)`` in a transaction.
+
+    ``pool`` is a ``psycopg_pool.AsyncConnectionPool``, an asyncpg or aiomysql pool, a
+    SQLAlchemy ``AsyncEngine`` or a function returning a new async connection.
+
+    Example::
+
+        async def add(conn):
+            await conn.execute("INSERT INTO t(v) VALUES ($1)", 1)
+
+        await resetguard.db.atransaction(asyncpg_pool, add, key="add-1")
+    """
+    _check_policy(policy)
+    source = _drivers.async_source(pool)
+    table = check_table(key_table)
+    if key is not None:
+        check_key(key)
+
+    async def attempt(a: Any) -> Any:
+        conn = await source.acquire()
+        ops = _drivers.async_ops(conn)
+        try:
+            if key is not None:
+                await _async_ensure(ops, conn, table, pool)
+            await ops.begin(conn)
+            result: Any = await unit(conn)
+            if key is not None:
+                payload = encode_result(result)
+                claimed, result = await _async_claim(ops, conn, table, key, payload)
+                if not claimed:
+                    await source.release(conn, ops, broken=False)
+                    return result
+                result = decode_result(payload)
+            a.sent()
+            await ops.commit(conn)
+        except BaseException as exc:
+            await _async_release_after(source, ops, conn, exc)
+            raise
+        await source.release(conn, ops, broken=False)
+        return result
+
+    resolve = None if key is None else _async_resolver(source, table, key)
+    chosen = policy or _TRANSACTION
+    return await chosen.arun(attempt, resolve=resolve, raise_unknown=True)  # type: ignore[attr-defined,no-any-return]
+
+
+def _async_resolver(
+    source: AsyncSource, table: str, key: str
+) -> Callable[[BaseException], Awaitable[Any]]:
+    async def resolve(exc: BaseException) -> Any:
+        conn = await source.acquire()
+        ops = _drivers.async_ops(conn)
+        try:
+            rows = await ops.run(conn, ops.dialect(conn).on(table).select, (key,))
+            await ops.end_read(conn)
+        except BaseException as error:
+            await _async_release_after(source, ops, conn, error)
+            raise
+        await source.release(conn, ops, broken=False)
+        return Resolution.done(decode_result(rows[0][0])) if rows else Resolution.RERUN
+
+    return resolve
+
+
+async def aexecute(
+    pool: object,
+    sql: str,
+    params: Params = None,
+    *,
+    readonly: bool,
+    policy: Retry | None = None,
+) -> Any:
+    """The asyncio form of :func:`execute` (asyncpg returns its records for any statement).
+
+    Example::
+
+        rows = await resetguard.db.aexecute(pool, "SELECT 1", readonly=True)
+    """
+    _check_policy(policy)
+    if not isinstance(readonly, bool):
+        raise TypeError(f"readonly must be True or False, got {readonly!r}")
+    source = _drivers.async_source(pool)
+
+    async def attempt(a: Any) -> Any:
+        conn = await source.acquire()
+        ops = _drivers.async_ops(conn)
+        try:
+            a.sent()
+            result = await ops.run(conn, sql, params)
+            if readonly:
+                await ops.end_read(conn)
+            else:
+                await ops.end_write(conn)
+        except BaseException as exc:
+            await _async_release_after(source, ops, conn, exc)
+            raise
+        await source.release(conn, ops, broken=False)
+        return result
+
+    chosen = policy or (_READ if readonly else _WRITE)
+    return await chosen.arun(attempt, raise_unknown=True)  # type: ignore[attr-defined]
+
+
+async def aensure_key_table(pool: object, *, key_table: str = DEFAULT_KEY_TABLE) -> None:
+    """The asyncio form of :func:`ensure_key_table`.
+
+    Example::
+
+        await resetguard.db.aensure_key_table(pool)
+    """
+    table = check_table(key_table)
+    source = _drivers.async_source(pool)
+    conn = await source.acquire()
+    ops = _drivers.async_ops(conn)
+    try:
+        _ensured_for(pool).discard(table)
+        await _async_ensure(ops, conn, table, pool)
+    except BaseException as exc:
+        await _async_release_after(source, ops, conn, exc)
+        raise
+    await source.release(conn, ops, broken=False)
+
+
+async def apurge_keys(
+    pool: object, older_than: float, *, key_table: str = DEFAULT_KEY_TABLE
+) -> int:
+    """The asyncio form of :func:`purge_keys`.
+
+    Example::
+
+        await resetguard.db.apurge_keys(pool, older_than=86400)
+    """
+    seconds = check_older_than(older_than)
+    table = check_table(key_table)
+    source = _drivers.async_source(pool)
+    conn = await source.acquire()
+    ops = _drivers.async_ops(conn)
+    try:
+        sql = ops.dialect(conn).on(table)
+        deleted = await ops.run_count(conn, sql.purge, (sql.purge_param(seconds),))
+        await ops.end_write(conn)
+    except BaseException as exc:
+        await _async_release_after(source, ops, conn, exc)
+        raise
+    await source.release(conn, ops, broken=False)
+    return deleted
