@@ -105,6 +105,7 @@ class Dialect:
     """The key-table statements for one SQL dialect and parameter style."""
 
     create: str
+    probe: str
     insert: str
     select: str
     purge: str
@@ -115,8 +116,10 @@ class Dialect:
         return seconds if self.purge_unit == 1.0 else int(seconds * self.purge_unit)
 
     def on(self, table: str) -> Dialect:
+        """These statements on ``table``."""
         return Dialect(
             self.create.format(t=table),
+            self.probe.format(t=table),
             self.insert.format(t=table),
             self.select.format(t=table),
             self.purge.format(t=table),
@@ -134,9 +137,14 @@ _MY_CREATE = (
     " ENGINE=InnoDB"
 )
 
+# Whether the table exists, without the note MySQL drivers turn into a Python warning
+# for CREATE TABLE IF NOT EXISTS on an existing table.
+_PROBE = "SELECT 1 FROM {t} WHERE 1 = 0"
+
 #: psycopg (``%s`` placeholders).
 PG_FORMAT = Dialect(
     _PG_CREATE,
+    _PROBE,
     "INSERT INTO {t} (idem_key, result) VALUES (%s, %s)",
     "SELECT result FROM {t} WHERE idem_key = %s",
     "DELETE FROM {t} WHERE created_at < now() - %s::float8 * interval '1 second'",
@@ -145,6 +153,7 @@ PG_FORMAT = Dialect(
 #: asyncpg (``$n`` placeholders).
 PG_NUMERIC = Dialect(
     _PG_CREATE,
+    _PROBE,
     "INSERT INTO {t} (idem_key, result) VALUES ($1, $2)",
     "SELECT result FROM {t} WHERE idem_key = $1",
     "DELETE FROM {t} WHERE created_at < now() - $1::float8 * interval '1 second'",
@@ -153,6 +162,7 @@ PG_NUMERIC = Dialect(
 #: PyMySQL and aiomysql (``%s`` placeholders).
 MYSQL_FORMAT = Dialect(
     _MY_CREATE,
+    _PROBE,
     "INSERT INTO {t} (idem_key, result) VALUES (%s, %s)",
     "SELECT result FROM {t} WHERE idem_key = %s",
     "DELETE FROM {t} WHERE created_at < NOW(6) - INTERVAL %s MICROSECOND",
@@ -161,6 +171,7 @@ MYSQL_FORMAT = Dialect(
 #: SQLAlchemy ``text()`` (named placeholders), PostgreSQL and MySQL/MariaDB.
 PG_NAMED = Dialect(
     _PG_CREATE,
+    _PROBE,
     "INSERT INTO {t} (idem_key, result) VALUES (:p0, :p1)",
     "SELECT result FROM {t} WHERE idem_key = :p0",
     "DELETE FROM {t} WHERE created_at < now() - CAST(:p0 AS float8) * interval '1 second'",
@@ -168,6 +179,7 @@ PG_NAMED = Dialect(
 )
 MYSQL_NAMED = Dialect(
     _MY_CREATE,
+    _PROBE,
     "INSERT INTO {t} (idem_key, result) VALUES (:p0, :p1)",
     "SELECT result FROM {t} WHERE idem_key = :p0",
     "DELETE FROM {t} WHERE created_at < NOW(6) - INTERVAL :p0 MICROSECOND",

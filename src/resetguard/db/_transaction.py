@@ -94,13 +94,21 @@ def _sync_ensure(ops: SyncOps, conn: Any, table: str, pool: object) -> None:
     done = _ensured_for(pool)
     if table in done:
         return
+    sql = ops.dialect(conn).on(table)
     try:
-        ops.run(conn, ops.dialect(conn).on(table).create, None)
-        ops.commit(conn)
+        ops.run(conn, sql.probe, None)
+        ops.end_read(conn)
     except Exception as exc:
-        if not is_duplicate_key(exc):  # two sessions creating it at once (PostgreSQL)
+        if classify(exc) is not None:
             raise
-        ops.rollback(conn)
+        ops.rollback(conn)  # no such table (yet)
+        try:
+            ops.run(conn, sql.create, None)
+            ops.commit(conn)
+        except Exception as error:
+            if not is_duplicate_key(error):  # two sessions creating it at once (PostgreSQL)
+                raise
+            ops.rollback(conn)
     done.add(table)
 
 
@@ -312,13 +320,21 @@ async def _async_ensure(ops: AsyncOps, conn: Any, table: str, pool: object) -> N
     done = _ensured_for(pool)
     if table in done:
         return
+    sql = ops.dialect(conn).on(table)
     try:
-        await ops.run(conn, ops.dialect(conn).on(table).create, None)
-        await ops.end_write(conn)
+        await ops.run(conn, sql.probe, None)
+        await ops.end_read(conn)
     except Exception as exc:
-        if not is_duplicate_key(exc):
+        if classify(exc) is not None:
             raise
-        await ops.rollback(conn)
+        await ops.rollback(conn)  # no such table (yet)
+        try:
+            await ops.run(conn, sql.create, None)
+            await ops.end_write(conn)
+        except Exception as error:
+            if not is_duplicate_key(error):
+                raise
+            await ops.rollback(conn)
     done.add(table)
 
 
