@@ -37,6 +37,8 @@ def test_doc_example_runs(page: str, index: int, code: str) -> None:
         "resetguard._api",
         "resetguard._backoff",
         "resetguard._classify",
+        "resetguard._drivers",
+        "resetguard._engine",
         "resetguard._events",
         "resetguard._retry",
         "resetguard.testing",

@@ -34,6 +34,7 @@ __all__ = [
     "Event",
     "GaveUp",
     "Hook",
+    "OutcomeResolved",
     "RetryScheduled",
     "RetrySucceeded",
     "add_hook",
@@ -77,8 +78,9 @@ class RetryScheduled(Event):
 class GaveUp(Event):
     """No further attempt will be made; the last exception is re-raised to the caller.
 
-    ``reason`` is one of ``"not_retryable"``, ``"unsafe"``, ``"attempts"``, ``"deadline"``,
-    ``"budget"``, ``"breaker"``.
+    ``reason`` is one of ``"not_retryable"``, ``"unsafe"`` (the outcome is unknown),
+    ``"attempts"``, ``"deadline"``, ``"budget"``, ``"breaker"``, or an adapter's own reason
+    (HTTP: ``"body_consumed"``, ``"streamed"``).
     """
 
     attempts: int
@@ -86,6 +88,20 @@ class GaveUp(Event):
     exception: BaseException
     failure: Failure | None
     elapsed: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutcomeResolved(Event):
+    """A ``resolve`` hook looked at an attempt that failed after its point of no return.
+
+    ``outcome`` is ``"done"`` (it took effect: the call returns the hook's value),
+    ``"rerun"`` (it did not: the operation runs again) or ``"unknown"`` (the hook could not
+    tell, or raised: the caller gets an unknown outcome).
+    """
+
+    attempt: int
+    outcome: str
+    exception: BaseException
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

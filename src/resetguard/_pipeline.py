@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ._api import _adrive, _drive, _policy, _wrap
-from ._retry import BreakerLike, BudgetLike, Retry
+from ._api import retry
+from ._policy import BreakerLike, BudgetLike
+from ._retry import Retry, merge
 from ._validate import check_positive
 
 __all__ = ["Pipeline"]
@@ -87,8 +88,8 @@ class Pipeline:
             "budget": self.policy.budget,
             "breaker": self.policy.breaker,
         }
-        base = _policy(policy, {}) if policy is not None else self.policy
-        return Pipeline(_policy(base, {**keep, **options}))
+        base = merge(policy, {}) if policy is not None else self.policy
+        return Pipeline(merge(base, {**keep, **options}))
 
     @overload
     def __call__(
@@ -100,15 +101,15 @@ class Pipeline:
 
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         """Decorate a sync or async function with the whole pipeline."""
-        return _wrap(self.policy, fn)
+        return retry(self.policy)(fn)
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call ``fn(*args, **kwargs)`` through the pipeline."""
-        return _drive(self.policy, fn, args, kwargs)
+        return self.policy.call(fn, *args, **kwargs)
 
     async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Await ``fn(*args, **kwargs)`` through the pipeline (asyncio or trio)."""
-        return await _adrive(self.policy, fn, args, kwargs)
+        return await self.policy.acall(fn, *args, **kwargs)
 
     def describe(self) -> str:
         """One line naming each layer in order."""

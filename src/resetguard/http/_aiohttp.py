@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 
-from .. import _clock, _guard
+from .._drivers import AttemptContext, adrive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from ._idle import IdleLimits
-from ._rules import HTTPPolicy, Progress, is_idempotent, parse_keep_alive
-from ._run import HttpRun, current, resolve_policy
+from ._rules import HTTPPolicy, Progress, is_idempotent
+from ._run import current, observe, offer_status, resolve_policy, start
 
 __all__ = ["DEFAULT_TIMEOUT", "RetrySession"]
 
@@ -96,14 +96,31 @@ class _Connector(aiohttp.TCPConnector):
         del self._conns[key]
 
 
-def _simple_body(kwargs: Mapping[str, Any]) -> tuple[bool, Any]:
-    """(replayable as is, a seekable file to rewind or None)."""
+def _replayable(kwargs: Mapping[str, Any]) -> Callable[[], bool]:
+    """Readies the request body to be sent again; False when it cannot be (a stream)."""
     data = kwargs.get("data")
     if data is None or isinstance(data, bytes | bytearray | str | dict | list | tuple):
-        return True, None
+        return _always
     if isinstance(data, io.IOBase) and data.seekable():
-        return True, (data, data.tell())
-    return False, None
+        position = data.tell()
+
+        def rewind() -> bool:
+            try:
+                data.seek(position)
+            except (OSError, ValueError):
+                return False
+            return True
+
+        return rewind
+    return _never
+
+
+def _always() -> bool:
+    return True
+
+
+def _never() -> bool:
+    return False
 
 
 def _origin(url: Any) -> str:
@@ -168,22 +185,23 @@ class RetrySession:
     ) -> aiohttp.ClientResponse:
         """Send a request under the policy, like ``ClientSession.request`` (awaited)."""
         policy = self._policy
-        retry = policy.retry
         headers = kwargs.get("headers")
         if headers is not None and not isinstance(headers, Mapping):
             headers = dict(headers)
         idempotent = is_idempotent(method, headers, policy)
-        simple, rewind = _simple_body(kwargs)
-        breaker, budget = retry.breaker, retry.budget
-        if budget is not None:
-            budget._deposit()
-        run: HttpRun | None = None
-        ticket, t0 = 0, 0.0
-        while True:
-            if breaker is not None:
-                ticket = _guard.acquire(breaker, run)
-                t0 = breaker._clock()
-            progress = Progress()
+        replayable = _replayable(kwargs)
+        run = start(
+            policy,
+            method,
+            str(url),
+            idempotent=idempotent,
+            buffered=read,
+            replayable=replayable,
+            limits=self.idle_limits,
+        )
+
+        async def attempt(a: AttemptContext) -> aiohttp.ClientResponse:
+            a.facts = progress = Progress()
             token = current.set(progress)
             try:
                 response = await self.session.request(method, url, **kwargs)
@@ -197,50 +215,23 @@ class RetrySession:
                     except BaseException:
                         response.close()
                         raise
-            except BaseException as exc:
-                if breaker is not None:
-                    _guard.release(breaker, ticket, t0, exc)
-                if not isinstance(exc, Exception):
-                    raise  # cancellation or an interrupt: never retried
-                if run is None:
-                    run = HttpRun(policy, method, str(url), idempotent=idempotent)
-                replayable = simple
-                if rewind is not None:
-                    try:
-                        rewind[0].seek(rewind[1])
-                    except (OSError, ValueError):
-                        replayable = False
-                delay = run.failed(exc, progress, replayable=replayable, buffered=read)
-                if run.stale_close and progress.idle_age is not None and progress.peer:
-                    self.idle_limits.closed(progress.peer, progress.idle_age)
-                if delay is None:
-                    raise
-                if delay > 0:
-                    await (retry.async_sleep or _clock.async_sleep)(delay)
-                continue
             finally:
                 current.reset(token)
-            if breaker is not None:
-                _guard.release(breaker, ticket, t0, None)
-            keep_alive = response.headers.get("Keep-Alive")
-            if keep_alive is not None:
-                seconds = parse_keep_alive(keep_alive)
-                if seconds is not None:
-                    self.idle_limits.hint(_origin(response.url), seconds)
-            if progress.reused and progress.idle_age is not None and progress.peer:
-                self.idle_limits.alive(progress.peer, progress.idle_age)
-            if idempotent and response.status in policy.status_codes:
-                if run is None:
-                    run = HttpRun(policy, method, str(url), idempotent=idempotent)
-                delay = run.status(response.status, response.headers.get("Retry-After"))
-                if delay is not None:
-                    response.release()
-                    if delay > 0:
-                        await (retry.async_sleep or _clock.async_sleep)(delay)
-                    continue
-            if run is not None and run.history:
-                run.succeeded()
+            observe(
+                self.idle_limits,
+                progress,
+                response.headers.get("Keep-Alive"),
+                _origin(response.url),
+            )
+            retry_after = response.headers.get("Retry-After")
+            status = response.status
+            if offer_status(
+                a, policy, status, retry_after, idempotent=idempotent, replayable=replayable
+            ):
+                response.release()
             return response
+
+        return await adrive(run, attempt)
 
     async def get(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
         return await self.request("GET", url, **kwargs)

@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import httpcore
 import httpx
 
-from .. import _clock, _guard
+from .._drivers import AttemptContext, adrive, drive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
 from ._idle import IdleLimits
-from ._rules import HTTPPolicy, Progress, is_idempotent, parse_keep_alive
-from ._run import HttpRun, current, resolve_policy
+from ._rules import HTTPPolicy, Progress, is_idempotent
+from ._run import current, observe, offer_status, resolve_policy, start
 
 __all__ = [
     "BUFFER_EXTENSION",
@@ -384,6 +384,17 @@ def _track_body(request: httpx.Request) -> _OnceStream | _AsyncOnceStream | None
     return tracked
 
 
+def _replayable(body: _OnceStream | _AsyncOnceStream | None) -> Callable[[], bool]:
+    """Whether the request body can be sent again (bytes, or a stream not yet started)."""
+    if body is None:
+        return _always
+    return lambda: not body.started
+
+
+def _always() -> bool:
+    return True
+
+
 def _buffer(response: httpx.Response) -> None:
     """Read the raw body inside the retry loop; the client then reads it from memory.
 
@@ -423,22 +434,6 @@ class _Base:
     def policy(self) -> HTTPPolicy:
         """The :class:`HTTPPolicy` in force."""
         return self._policy
-
-    def _observe(
-        self, request: httpx.Request, progress: Progress, response: httpx.Response
-    ) -> None:
-        # The connection's own origin (as httpcore dialled it) keys the limits it enforces.
-        keep_alive = response.headers.get("keep-alive")
-        if keep_alive is not None:
-            seconds = parse_keep_alive(keep_alive)
-            if seconds is not None:
-                self.idle_limits.hint(progress.peer or _origin(request.url), seconds)
-        if progress.reused and progress.idle_age is not None:
-            self.idle_limits.alive(progress.peer, progress.idle_age)
-
-    def _failed(self, run: HttpRun, progress: Progress) -> None:
-        if run.stale_close and progress.idle_age is not None:
-            self.idle_limits.closed(progress.peer, progress.idle_age)
 
 
 class RetryTransport(_Base, httpx.BaseTransport):
@@ -532,62 +527,41 @@ class RetryTransport(_Base, httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         policy = self._policy
-        retry = policy.retry
         idempotent = is_idempotent(request.method, request.headers, policy)
         buffered = bool(request.extensions.get(BUFFER_EXTENSION))
-        body = _track_body(request)
-        breaker, budget = retry.breaker, retry.budget
-        if budget is not None:
-            budget._deposit()
-        run: HttpRun | None = None
-        ticket, t0 = 0, 0.0
-        while True:
-            if breaker is not None:
-                ticket = _guard.acquire(breaker, run)
-                t0 = breaker._clock()
-            progress = Progress()
+        replayable = _replayable(_track_body(request))
+        run = start(
+            policy,
+            request.method,
+            str(request.url),
+            idempotent=idempotent,
+            buffered=buffered,
+            replayable=replayable,
+            limits=self.idle_limits,
+        )
+
+        def attempt(a: AttemptContext) -> httpx.Response:
+            a.facts = progress = Progress()
             token = current.set(progress)
             try:
                 response = self._inner.handle_request(request)
                 if buffered:
                     _buffer(response)
-            except BaseException as exc:
-                if breaker is not None:
-                    _guard.release(breaker, ticket, t0, exc)
-                if not isinstance(exc, Exception):
-                    raise  # cancellation or an interrupt: never retried
-                if run is None:
-                    run = HttpRun(policy, request.method, str(request.url), idempotent=idempotent)
-                delay = run.failed(
-                    exc,
-                    progress,
-                    replayable=body is None or not body.started,
-                    buffered=buffered,
-                )
-                self._failed(run, progress)
-                if delay is None:
-                    raise
-                if delay > 0:
-                    (retry.sleep or time.sleep)(delay)
-                continue
             finally:
                 current.reset(token)
                 self._reap_later(progress.peer)
-            if breaker is not None:
-                _guard.release(breaker, ticket, t0, None)
-            self._observe(request, progress, response)
-            if idempotent and response.status_code in policy.status_codes:
-                if run is None:
-                    run = HttpRun(policy, request.method, str(request.url), idempotent=idempotent)
-                delay = run.status(response.status_code, response.headers.get("retry-after"))
-                if delay is not None and (body is None or not body.started):
-                    response.close()
-                    if delay > 0:
-                        (retry.sleep or time.sleep)(delay)
-                    continue
-            if run is not None and run.history:
-                run.succeeded()
+            observe(
+                self.idle_limits, progress, response.headers.get("keep-alive"), _origin(request.url)
+            )
+            retry_after = response.headers.get("retry-after")
+            status = response.status_code
+            if offer_status(
+                a, policy, status, retry_after, idempotent=idempotent, replayable=replayable
+            ):
+                response.close()
             return response
+
+        return drive(run, attempt)
 
     def close(self) -> None:
         self._inner.close()
@@ -628,61 +602,40 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         policy = self._policy
-        retry = policy.retry
         idempotent = is_idempotent(request.method, request.headers, policy)
         buffered = bool(request.extensions.get(BUFFER_EXTENSION))
-        body = _track_body(request)
-        breaker, budget = retry.breaker, retry.budget
-        if budget is not None:
-            budget._deposit()
-        run: HttpRun | None = None
-        ticket, t0 = 0, 0.0
-        while True:
-            if breaker is not None:
-                ticket = _guard.acquire(breaker, run)
-                t0 = breaker._clock()
-            progress = Progress()
+        replayable = _replayable(_track_body(request))
+        run = start(
+            policy,
+            request.method,
+            str(request.url),
+            idempotent=idempotent,
+            buffered=buffered,
+            replayable=replayable,
+            limits=self.idle_limits,
+        )
+
+        async def attempt(a: AttemptContext) -> httpx.Response:
+            a.facts = progress = Progress()
             token = current.set(progress)
             try:
                 response = await self._inner.handle_async_request(request)
                 if buffered:
                     await _abuffer(response)
-            except BaseException as exc:
-                if breaker is not None:
-                    _guard.release(breaker, ticket, t0, exc)
-                if not isinstance(exc, Exception):
-                    raise  # cancellation or an interrupt: never retried
-                if run is None:
-                    run = HttpRun(policy, request.method, str(request.url), idempotent=idempotent)
-                delay = run.failed(
-                    exc,
-                    progress,
-                    replayable=body is None or not body.started,
-                    buffered=buffered,
-                )
-                self._failed(run, progress)
-                if delay is None:
-                    raise
-                if delay > 0:
-                    await (retry.async_sleep or _clock.async_sleep)(delay)
-                continue
             finally:
                 current.reset(token)
-            if breaker is not None:
-                _guard.release(breaker, ticket, t0, None)
-            self._observe(request, progress, response)
-            if idempotent and response.status_code in policy.status_codes:
-                if run is None:
-                    run = HttpRun(policy, request.method, str(request.url), idempotent=idempotent)
-                delay = run.status(response.status_code, response.headers.get("retry-after"))
-                if delay is not None and (body is None or not body.started):
-                    await response.aclose()
-                    if delay > 0:
-                        await (retry.async_sleep or _clock.async_sleep)(delay)
-                    continue
-            if run is not None and run.history:
-                run.succeeded()
+            observe(
+                self.idle_limits, progress, response.headers.get("keep-alive"), _origin(request.url)
+            )
+            retry_after = response.headers.get("retry-after")
+            status = response.status_code
+            if offer_status(
+                a, policy, status, retry_after, idempotent=idempotent, replayable=replayable
+            ):
+                await response.aclose()
             return response
+
+        return await adrive(run, attempt)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

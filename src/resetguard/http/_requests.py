@@ -22,13 +22,13 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from .. import _guard
+from .._drivers import AttemptContext, drive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
 from ._idle import IdleLimits
-from ._rules import HTTPPolicy, Progress, is_idempotent, parse_keep_alive
-from ._run import HttpRun, current, resolve_policy
+from ._rules import HTTPPolicy, Progress, is_idempotent
+from ._run import current, observe, offer_status, resolve_policy, start
 
 __all__ = ["DEFAULT_TIMEOUT", "RetryAdapter", "Session"]
 
@@ -256,10 +256,10 @@ class _Body:
         self._stream = _OnceIterable(body)
         request.body = self._stream  # type: ignore[assignment]
 
-    def replayable(self) -> bool:
-        return self._stream is None or not self._stream.started
-
-    def rewind(self) -> bool:
+    def replay(self) -> bool:
+        """Ready the body to be sent again; False when it cannot be (a consumed stream)."""
+        if self._stream is not None and self._stream.started:
+            return False
         if self._file is None:
             return True
         try:
@@ -374,25 +374,26 @@ class RetryAdapter(HTTPAdapter):
         proxies: Any = None,
     ) -> requests.Response:
         policy = self._policy
-        retry = policy.retry
         method = request.method or "GET"
         idempotent = is_idempotent(method, request.headers, policy)
         body = _Body(request)
-        breaker, budget = retry.breaker, retry.budget
-        if budget is not None:
-            budget._deposit()
         url = request.url or ""
-        run: HttpRun | None = None
-        ticket, t0 = 0, 0.0
         buffered = not stream
-        while True:
-            if breaker is not None:
-                ticket = _guard.acquire(breaker, run)
-                t0 = breaker._clock()
-            progress = Progress()
+        run = start(
+            policy,
+            method,
+            url,
+            idempotent=idempotent,
+            buffered=buffered,
+            replayable=body.replay,
+            limits=self.idle_limits,
+        )
+
+        def attempt(a: AttemptContext) -> requests.Response:
+            a.facts = progress = Progress()
             token = current.set(progress)
             try:
-                response = super().send(
+                response = super(RetryAdapter, self).send(
                     request,
                     stream=stream,
                     timeout=timeout,
@@ -401,47 +402,19 @@ class RetryAdapter(HTTPAdapter):
                     proxies=proxies,
                 )
                 if buffered:
-                    response.content  # noqa: B018 - read in the loop: a reset mid-body is retried
-            except BaseException as exc:
-                if breaker is not None:
-                    _guard.release(breaker, ticket, t0, exc)
-                if not isinstance(exc, Exception):
-                    raise  # cancellation or an interrupt: never retried
-                if run is None:
-                    run = HttpRun(policy, method, url, idempotent=idempotent)
-                delay = run.failed(
-                    exc, progress, replayable=body.replayable() and body.rewind(), buffered=buffered
-                )
-                if run.stale_close and progress.idle_age is not None:
-                    self.idle_limits.closed(progress.peer, progress.idle_age)
-                if delay is None:
-                    raise
-                if delay > 0:
-                    (retry.sleep or time.sleep)(delay)
-                continue
+                    response.content  # noqa: B018 - read in the attempt: a reset mid-body is retried
             finally:
                 current.reset(token)
-            if breaker is not None:
-                _guard.release(breaker, ticket, t0, None)
-            keep_alive = response.headers.get("Keep-Alive")
-            if keep_alive is not None:
-                seconds = parse_keep_alive(keep_alive)
-                if seconds is not None:
-                    self.idle_limits.hint(progress.peer or _origin(url), seconds)
-            if progress.reused and progress.idle_age is not None:
-                self.idle_limits.alive(progress.peer, progress.idle_age)
-            if idempotent and response.status_code in policy.status_codes:
-                if run is None:
-                    run = HttpRun(policy, method, url, idempotent=idempotent)
-                delay = run.status(response.status_code, response.headers.get("Retry-After"))
-                if delay is not None and body.replayable() and body.rewind():
-                    response.close()
-                    if delay > 0:
-                        (retry.sleep or time.sleep)(delay)
-                    continue
-            if run is not None and run.history:
-                run.succeeded()
+            observe(self.idle_limits, progress, response.headers.get("Keep-Alive"), _origin(url))
+            retry_after = response.headers.get("Retry-After")
+            status = response.status_code
+            if offer_status(
+                a, policy, status, retry_after, idempotent=idempotent, replayable=body.replay
+            ):
+                response.close()
             return response
+
+        return drive(run, attempt)
 
 
 class Session(requests.Session):

@@ -2,7 +2,8 @@
 
 Nothing here does I/O or reads a clock. The transports record what happened to an
 attempt in a :class:`Progress`, then ask :func:`decide` whether it may be sent again and
-whether the replay may be immediate. The rules follow Go's ``net/http`` (the only client
+whether the replay may be immediate (a :class:`~resetguard._engine.Verdict`, which the
+engine acts on). The rules follow Go's ``net/http`` (the only client
 that gets the stale keep-alive race right) and DESIGN 3.2.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .._classify import Failure, Kind, Phase
+from .._engine import Verdict
 from .._retry import Retry
 from .._validate import check_positive
 
@@ -23,7 +25,6 @@ __all__ = [
     "DEFAULT_STATUS_CODES",
     "IDEMPOTENT_METHODS",
     "KEEPALIVE_MARGIN",
-    "Decision",
     "HTTPPolicy",
     "Progress",
     "Sent",
@@ -182,32 +183,13 @@ class Progress:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The verdict for one failed attempt.
-
-    ``reason`` is ``"stale"`` (reused connection, nothing received: replay now),
-    ``"not_sent"``, ``"idempotent"``, ``"mid_body"`` when retrying; otherwise the reason
-    for giving up: ``"not_retryable"``, ``"body_consumed"``, ``"streamed"``, ``"unsafe"``.
-    """
-
-    retry: bool
-    immediate: bool
-    reason: str
-
-    @property
-    def outcome_unknown(self) -> bool:
-        """The request may have reached the server and was not retried."""
-        return self.reason == "unsafe"
-
-
 _GIVE_UP = {
-    r: Decision(False, False, r) for r in ("not_retryable", "body_consumed", "streamed", "unsafe")
+    r: Verdict(False, False, r) for r in ("not_retryable", "body_consumed", "streamed", "unsafe")
 }
-_STALE = Decision(True, True, "stale")
-_NOT_SENT = Decision(True, False, "not_sent")
-_IDEMPOTENT = Decision(True, False, "idempotent")
-_MID_BODY = Decision(True, False, "mid_body")
+_STALE = Verdict(True, True, "stale")
+_NOT_SENT = Verdict(True, False, "not_sent")
+_IDEMPOTENT = Verdict(True, False, "idempotent")
+_MID_BODY = Verdict(True, False, "mid_body")
 
 
 def decide(
@@ -222,7 +204,7 @@ def decide(
     buffered: bool,
     stale_opt_in: bool = False,
     mid_body: bool = True,
-) -> Decision:
+) -> Verdict:
     """May a request whose attempt failed with ``failure`` be sent again, and how soon?
 
     Args:
@@ -241,7 +223,7 @@ def decide(
         >>> decide(Failure(kind=Kind.CLOSED), retryable=True, idempotent=True,
         ...        replayable=True, reused=True, sent=Sent.ALL, received=False,
         ...        buffered=True)
-        Decision(retry=True, immediate=True, reason='stale')
+        Verdict(retry=True, immediate=True, reason='stale')
     """
     if failure is None or not retryable:
         return _GIVE_UP["not_retryable"]
@@ -271,7 +253,7 @@ def decide(
 
 def is_idempotent(method: str, headers: Mapping[str, str] | None, policy: HTTPPolicy) -> bool:
     """An idempotent method, or a request carrying an ``Idempotency-Key`` header."""
-    if not policy.retry.idempotent:
+    if policy.retry.idempotent is False:
         return False
     if method.upper() in policy.idempotent_methods:
         return True
