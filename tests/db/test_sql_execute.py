@@ -78,7 +78,7 @@ def test_write_sent_then_reset_is_not_retried(admin: Admin, pg_table: str) -> No
         with pytest.raises(Exception) as caught:
             db.execute(connect, f"INSERT INTO {pg_table} {MARKER} VALUES ('w')", readonly=False)
     assert len(calls) == 1  # never run twice
-    assert resetguard.outcome_unknown(caught.value)  # type: ignore[attr-defined]
+    assert resetguard.outcome_unknown(caught.value)
     # an autocommit INSERT whose reply was lost did run: a retry would have duplicated it
     assert admin.count("pg", pg_table, "w") == 1
 

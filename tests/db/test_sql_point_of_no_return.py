@@ -56,7 +56,7 @@ def test_terminate_backend_before_sent_reruns_on_fresh_connection(
             conn.commit()
             return a.number
 
-    assert POLICY.run(attempt) == 2  # type: ignore[attr-defined]
+    assert POLICY.run(attempt) == 2
     assert len(pids) == 2 and pids[0] != pids[1]
     assert admin.count("pg", table, "row") == 1
     assert admin.count("pg", table, "second") == 1
@@ -81,7 +81,7 @@ def test_reset_at_commit_through_proxy_is_unknown_after_one_run(
                 conn.commit()  # committed on the server; the reply is lost
 
         with pytest.raises(psycopg.OperationalError) as caught:
-            POLICY.run(attempt)  # type: ignore[attr-defined]
+            POLICY.run(attempt)
     assert runs == [1]
-    assert resetguard.outcome_unknown(caught.value)  # type: ignore[attr-defined]
+    assert resetguard.outcome_unknown(caught.value)
     assert admin.count("pg", table, "row") == 1  # it did commit: a rerun would duplicate it

@@ -179,4 +179,4 @@ def test_events_tell_the_monitor(scenario: Scenario, admin: Any) -> None:
     assert codes & {"57P01", "2013"}, codes  # the server kill, with the driver's code
     assert any(isinstance(e, resetguard.RetryScheduled) for e in seen)  # the unit rerun
     resolved = [e for e in seen if type(e).__name__ == "OutcomeResolved"]
-    assert [e.outcome for e in resolved] == ["done"]  # type: ignore[attr-defined]
+    assert [e.outcome for e in resolved] == ["done"]

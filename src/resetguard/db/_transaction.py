@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 from .. import Resolution, Retry, classify
 from .._events import ConnectionEvent, emit, hooks_active
-from . import _drivers
-from ._drivers import AsyncOps, AsyncSource, Params, SyncOps, SyncSource
+from . import _pools
+from ._pools import AsyncOps, AsyncSource, Params, SyncOps, SyncSource
 from ._keys import (
     DEFAULT_KEY_TABLE,
     check_key,
@@ -160,14 +160,14 @@ def transaction(
         resetguard.db.transaction(pool, transfer, key=f"transfer-{request_id}")
     """
     _check_policy(policy)
-    source = _drivers.sync_source(pool)
+    source = _pools.sync_source(pool)
     table = check_table(key_table)
     if key is not None:
         check_key(key)
 
     def attempt(a: Any) -> Any:
         conn = source.acquire()
-        ops = _drivers.sync_ops(conn)
+        ops = _pools.sync_ops(conn)
         try:
             if key is not None:
                 _sync_ensure(ops, conn, table, pool)
@@ -190,13 +190,13 @@ def transaction(
 
     resolve = None if key is None else _sync_resolver(source, table, key)
     chosen = policy or _TRANSACTION
-    return chosen.run(attempt, resolve=resolve, raise_unknown=True)  # type: ignore[attr-defined,no-any-return]
+    return chosen.run(attempt, resolve=resolve, raise_unknown=True)
 
 
 def _sync_resolver(source: SyncSource, table: str, key: str) -> Callable[[BaseException], Any]:
     def resolve(exc: BaseException) -> Any:
         conn = source.acquire()
-        ops = _drivers.sync_ops(conn)
+        ops = _pools.sync_ops(conn)
         try:
             rows = ops.run(conn, ops.dialect(conn).on(table).select, (key,))
             ops.end_read(conn)
@@ -232,11 +232,11 @@ def execute(
     _check_policy(policy)
     if not isinstance(readonly, bool):
         raise TypeError(f"readonly must be True or False, got {readonly!r}")
-    source = _drivers.sync_source(pool)
+    source = _pools.sync_source(pool)
 
     def attempt(a: Any) -> Any:
         conn = source.acquire()
-        ops = _drivers.sync_ops(conn)
+        ops = _pools.sync_ops(conn)
         try:
             a.sent()
             result = ops.run(conn, sql, params)
@@ -251,7 +251,7 @@ def execute(
         return result
 
     chosen = policy or (_READ if readonly else _WRITE)
-    return chosen.run(attempt, raise_unknown=True)  # type: ignore[attr-defined]
+    return chosen.run(attempt, raise_unknown=True)
 
 
 def ensure_key_table(pool: object, *, key_table: str = DEFAULT_KEY_TABLE) -> None:
@@ -263,9 +263,9 @@ def ensure_key_table(pool: object, *, key_table: str = DEFAULT_KEY_TABLE) -> Non
         resetguard.db.ensure_key_table(pool)   # CREATE TABLE IF NOT EXISTS resetguard_keys
     """
     table = check_table(key_table)
-    source = _drivers.sync_source(pool)
+    source = _pools.sync_source(pool)
     conn = source.acquire()
-    ops = _drivers.sync_ops(conn)
+    ops = _pools.sync_ops(conn)
     try:
         _ensured_for(pool).discard(table)
         _sync_ensure(ops, conn, table, pool)
@@ -286,9 +286,9 @@ def purge_keys(pool: object, older_than: float, *, key_table: str = DEFAULT_KEY_
     """
     seconds = check_older_than(older_than)
     table = check_table(key_table)
-    source = _drivers.sync_source(pool)
+    source = _pools.sync_source(pool)
     conn = source.acquire()
-    ops = _drivers.sync_ops(conn)
+    ops = _pools.sync_ops(conn)
     try:
         sql = ops.dialect(conn).on(table)
         deleted = ops.run(conn, sql.purge, (sql.purge_param(seconds),))
@@ -375,14 +375,14 @@ async def atransaction(
         await resetguard.db.atransaction(asyncpg_pool, add, key="add-1")
     """
     _check_policy(policy)
-    source = _drivers.async_source(pool)
+    source = _pools.async_source(pool)
     table = check_table(key_table)
     if key is not None:
         check_key(key)
 
     async def attempt(a: Any) -> Any:
         conn = await source.acquire()
-        ops = _drivers.async_ops(conn)
+        ops = _pools.async_ops(conn)
         try:
             if key is not None:
                 await _async_ensure(ops, conn, table, pool)
@@ -405,7 +405,7 @@ async def atransaction(
 
     resolve = None if key is None else _async_resolver(source, table, key)
     chosen = policy or _TRANSACTION
-    return await chosen.arun(attempt, resolve=resolve, raise_unknown=True)  # type: ignore[attr-defined,no-any-return]
+    return await chosen.arun(attempt, resolve=resolve, raise_unknown=True)
 
 
 def _async_resolver(
@@ -413,7 +413,7 @@ def _async_resolver(
 ) -> Callable[[BaseException], Awaitable[Any]]:
     async def resolve(exc: BaseException) -> Any:
         conn = await source.acquire()
-        ops = _drivers.async_ops(conn)
+        ops = _pools.async_ops(conn)
         try:
             rows = await ops.run(conn, ops.dialect(conn).on(table).select, (key,))
             await ops.end_read(conn)
@@ -443,11 +443,11 @@ async def aexecute(
     _check_policy(policy)
     if not isinstance(readonly, bool):
         raise TypeError(f"readonly must be True or False, got {readonly!r}")
-    source = _drivers.async_source(pool)
+    source = _pools.async_source(pool)
 
     async def attempt(a: Any) -> Any:
         conn = await source.acquire()
-        ops = _drivers.async_ops(conn)
+        ops = _pools.async_ops(conn)
         try:
             a.sent()
             result = await ops.run(conn, sql, params)
@@ -462,7 +462,7 @@ async def aexecute(
         return result
 
     chosen = policy or (_READ if readonly else _WRITE)
-    return await chosen.arun(attempt, raise_unknown=True)  # type: ignore[attr-defined]
+    return await chosen.arun(attempt, raise_unknown=True)
 
 
 async def aensure_key_table(pool: object, *, key_table: str = DEFAULT_KEY_TABLE) -> None:
@@ -473,9 +473,9 @@ async def aensure_key_table(pool: object, *, key_table: str = DEFAULT_KEY_TABLE)
         await resetguard.db.aensure_key_table(pool)
     """
     table = check_table(key_table)
-    source = _drivers.async_source(pool)
+    source = _pools.async_source(pool)
     conn = await source.acquire()
-    ops = _drivers.async_ops(conn)
+    ops = _pools.async_ops(conn)
     try:
         _ensured_for(pool).discard(table)
         await _async_ensure(ops, conn, table, pool)
@@ -496,9 +496,9 @@ async def apurge_keys(
     """
     seconds = check_older_than(older_than)
     table = check_table(key_table)
-    source = _drivers.async_source(pool)
+    source = _pools.async_source(pool)
     conn = await source.acquire()
-    ops = _drivers.async_ops(conn)
+    ops = _pools.async_ops(conn)
     try:
         sql = ops.dialect(conn).on(table)
         deleted = await ops.run_count(conn, sql.purge, (sql.purge_param(seconds),))

@@ -136,7 +136,7 @@ def sync_ops(conn: object) -> SyncOps:
 class SyncSource:
     """A connect factory: a new connection per unit, always closed afterwards."""
 
-    def __init__(self, target: Callable[[], Any]) -> None:
+    def __init__(self, target: Any) -> None:
         self.target = target
 
     def acquire(self) -> Any:
@@ -148,17 +148,17 @@ class SyncSource:
 
 class _PsycopgPoolSource(SyncSource):
     def acquire(self) -> Any:
-        return self.target.getconn()  # type: ignore[attr-defined]
+        return self.target.getconn()
 
     def release(self, conn: Any, ops: SyncOps, *, broken: bool) -> None:
         if broken:
             ops.discard(conn)  # psycopg_pool discards a closed connection and opens another
-        self.target.putconn(conn)  # type: ignore[attr-defined]
+        self.target.putconn(conn)
 
 
 class _SqlAlchemyEngineSource(SyncSource):
     def acquire(self) -> Any:
-        return self.target.connect()  # type: ignore[attr-defined]
+        return self.target.connect()
 
     def release(self, conn: Any, ops: SyncOps, *, broken: bool) -> None:
         if broken:
@@ -171,9 +171,9 @@ def sync_source(pool: object) -> SyncSource:
     """Recognise ``pool``: a psycopg_pool pool, a SQLAlchemy Engine or a connect factory."""
     module, name = _kind(pool)
     if module == "psycopg_pool" and name in ("ConnectionPool", "NullConnectionPool"):
-        return _PsycopgPoolSource(pool)  # type: ignore[arg-type]
+        return _PsycopgPoolSource(pool)
     if module == "sqlalchemy" and name == "Engine":
-        return _SqlAlchemyEngineSource(pool)  # type: ignore[arg-type]
+        return _SqlAlchemyEngineSource(pool)
     if module in ("psycopg_pool", "asyncpg", "aiomysql") or (
         module == "sqlalchemy" and name == "AsyncEngine"
     ):
@@ -244,7 +244,7 @@ class _AsyncpgOps(AsyncOps):
         await conn.execute("ROLLBACK")
 
     async def run(self, conn: Any, sql: str, params: Params) -> Any:
-        args = () if params is None else tuple(params)  # type: ignore[arg-type]
+        args = () if params is None else tuple(params)
         return await conn.fetch(sql, *args)
 
     async def discard(self, conn: Any) -> None:
@@ -252,7 +252,7 @@ class _AsyncpgOps(AsyncOps):
             conn.terminate()  # no goodbye on a broken socket; the pool replaces it
 
     async def run_count(self, conn: Any, sql: str, params: Params) -> int:
-        args = () if params is None else tuple(params)  # type: ignore[arg-type]
+        args = () if params is None else tuple(params)
         status = await conn.execute(sql, *args)  # e.g. "DELETE 3"
         return int(status.rsplit(" ", 1)[-1])
 
@@ -331,7 +331,7 @@ def async_ops(conn: object) -> AsyncOps:
 class AsyncSource:
     """An async connect factory: a new connection per unit, always closed afterwards."""
 
-    def __init__(self, target: Callable[[], Any]) -> None:
+    def __init__(self, target: Any) -> None:
         self.target = target
 
     async def acquire(self) -> Any:
@@ -344,39 +344,39 @@ class AsyncSource:
 
 class _AsyncPsycopgPoolSource(AsyncSource):
     async def acquire(self) -> Any:
-        return await self.target.getconn()  # type: ignore[attr-defined]
+        return await self.target.getconn()
 
     async def release(self, conn: Any, ops: AsyncOps, *, broken: bool) -> None:
         if broken:
             await ops.discard(conn)
-        await self.target.putconn(conn)  # type: ignore[attr-defined]
+        await self.target.putconn(conn)
 
 
 class _AsyncpgPoolSource(AsyncSource):
     async def acquire(self) -> Any:
-        return await self.target.acquire()  # type: ignore[attr-defined]
+        return await self.target.acquire()
 
     async def release(self, conn: Any, ops: AsyncOps, *, broken: bool) -> None:
         if broken:
             await ops.discard(conn)
-        await self.target.release(conn)  # type: ignore[attr-defined]
+        await self.target.release(conn)
 
 
 class _AiomysqlPoolSource(AsyncSource):
     async def acquire(self) -> Any:
-        return await self.target.acquire()  # type: ignore[attr-defined]
+        return await self.target.acquire()
 
     async def release(self, conn: Any, ops: AsyncOps, *, broken: bool) -> None:
         if broken:
             await ops.discard(conn)  # aiomysql's pool drops a closed connection on release
-        done: Awaitable[Any] | None = self.target.release(conn)  # type: ignore[attr-defined]
+        done: Awaitable[Any] | None = self.target.release(conn)
         if done is not None and inspect.isawaitable(done):
             await done
 
 
 class _AsyncEngineSource(AsyncSource):
     async def acquire(self) -> Any:
-        return await self.target.connect()  # type: ignore[attr-defined]
+        return await self.target.connect()
 
     async def release(self, conn: Any, ops: AsyncOps, *, broken: bool) -> None:
         if broken:
@@ -390,13 +390,13 @@ def async_source(pool: object) -> AsyncSource:
     a SQLAlchemy AsyncEngine or an (async) connect factory."""
     module, name = _kind(pool)
     if module == "psycopg_pool" and name in ("AsyncConnectionPool", "AsyncNullConnectionPool"):
-        return _AsyncPsycopgPoolSource(pool)  # type: ignore[arg-type]
+        return _AsyncPsycopgPoolSource(pool)
     if module == "asyncpg" and name == "Pool":
-        return _AsyncpgPoolSource(pool)  # type: ignore[arg-type]
+        return _AsyncpgPoolSource(pool)
     if module == "aiomysql" and name == "Pool":
-        return _AiomysqlPoolSource(pool)  # type: ignore[arg-type]
+        return _AiomysqlPoolSource(pool)
     if module == "sqlalchemy" and name == "AsyncEngine":
-        return _AsyncEngineSource(pool)  # type: ignore[arg-type]
+        return _AsyncEngineSource(pool)
     if module in ("psycopg_pool", "sqlalchemy"):
         raise TypeError(f"{module}.{name} is synchronous: use resetguard.db.transaction/execute")
     if callable(pool):
