@@ -21,8 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from resetguard.proxy import Toxic
-from resetguard.proxy import _stages
+from resetguard.proxy import Toxic, _stages
 
 MARKER = "/*rg-reset*/"
 _PATTERNS = ("COMMIT", MARKER)

@@ -265,9 +265,7 @@ DRIVERS = {
             lambda c: c.info.backend_pid,
             factory=True,
         ),
-        Driver(
-            "pymysql", "my", False, _pymysql_factory, _my_exec, lambda c: c.thread_id(), True
-        ),
+        Driver("pymysql", "my", False, _pymysql_factory, _my_exec, lambda c: c.thread_id(), True),
         Driver("asyncpg", "pg", True, _asyncpg_pool, _pg_exec, lambda c: c.get_server_pid()),
         Driver(
             "aiomysql",
@@ -282,7 +280,9 @@ DRIVERS = {
             "sqlalchemy-psycopg",
             "pg",
             False,
-            lambda port, idle: _sa_engine("postgresql+psycopg://postgres@127.0.0.1:{port}/test", port, idle),
+            lambda port, idle: _sa_engine(
+                "postgresql+psycopg://postgres@127.0.0.1:{port}/test", port, idle
+            ),
             _sa_exec,
             _sa_session,
         ),

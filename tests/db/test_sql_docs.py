@@ -23,9 +23,7 @@ def test_page_has_examples() -> None:
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_doc_example_runs(
-    index: int, postgres_dsn: str, mysql_params: dict[str, object]
-) -> None:
+def test_doc_example_runs(index: int, postgres_dsn: str, mysql_params: dict[str, object]) -> None:
     namespace: dict[str, object] = {"__name__": f"databases_doc_{index}"}
     exec(compile(BLOCKS[index], f"{PAGE}[{index}]", "exec"), namespace)
 

@@ -38,9 +38,7 @@ def table(admin: Admin) -> Iterator[str]:
         admin.sql("pg", f"DROP TABLE IF EXISTS {name}")
 
 
-def test_terminate_backend_before_sent_reruns_on_fresh_connection(
-    admin: Admin, table: str
-) -> None:
+def test_terminate_backend_before_sent_reruns_on_fresh_connection(admin: Admin, table: str) -> None:
     import psycopg
 
     pids: list[int] = []
@@ -57,14 +55,13 @@ def test_terminate_backend_before_sent_reruns_on_fresh_connection(
             return a.number
 
     assert POLICY.run(attempt) == 2
-    assert len(pids) == 2 and pids[0] != pids[1]
+    assert len(pids) == 2
+    assert pids[0] != pids[1]
     assert admin.count("pg", table, "row") == 1
     assert admin.count("pg", table, "second") == 1
 
 
-def test_reset_at_commit_through_proxy_is_unknown_after_one_run(
-    admin: Admin, table: str
-) -> None:
+def test_reset_at_commit_through_proxy_is_unknown_after_one_run(admin: Admin, table: str) -> None:
     import psycopg
 
     runs: list[int] = []

@@ -18,7 +18,9 @@ from .conftest import ALL, DRIVERS, POOLS, Scenario
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mysql]
 
-FAST = resetguard.Retry(attempts=3, backoff=resetguard.Backoff(initial=0.01, cap=0.05), idempotent=None)
+FAST = resetguard.Retry(
+    attempts=3, backoff=resetguard.Backoff(initial=0.01, cap=0.05), idempotent=None
+)
 
 
 def _ok(result: Any) -> Any:
@@ -122,7 +124,8 @@ def test_same_key_twice_runs_the_work_once(scenario: Scenario) -> None:
     key = f"k-{scenario.tag}"
     first, _ = scenario.run(key=key, policy=FAST)
     second, runs = scenario.run(key=key, policy=FAST)
-    assert _ok(first) == 1 and _ok(second) == 1
+    assert _ok(first) == 1
+    assert _ok(second) == 1
     assert runs == [1]  # the unit ran, its work was rolled back, the stored result returned
     assert scenario.rows() == 1
 
@@ -173,7 +176,8 @@ def test_events_tell_the_monitor(scenario: Scenario, admin: Any) -> None:
         result, runs = scenario.run(hook, policy=FAST, key=f"k-{scenario.tag}")
     finally:
         resetguard.remove_hook(seen.append)
-    assert _ok(result) == 2 and runs == [1, 2]
+    assert _ok(result) == 2
+    assert runs == [1, 2]
     lost = [e for e in seen if isinstance(e, resetguard.ConnectionEvent)]
     codes = {e.failure.code for e in lost if e.failure is not None}
     assert codes & {"57P01", "2013"}, codes  # the server kill, with the driver's code

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from ._keys import MYSQL_FORMAT, MYSQL_NAMED, PG_FORMAT, PG_NAMED, PG_NUMERIC, Dialect

@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 from .. import Resolution, Retry, classify
 from .._events import ConnectionEvent, emit, hooks_active
 from . import _pools
-from ._pools import AsyncOps, AsyncSource, Params, SyncOps, SyncSource
 from ._keys import (
     DEFAULT_KEY_TABLE,
     check_key,
@@ -26,6 +25,7 @@ from ._keys import (
     encode_result,
     is_duplicate_key,
 )
+from ._pools import AsyncOps, AsyncSource, Params, SyncOps, SyncSource
 
 __all__ = [
     "aensure_key_table",
@@ -76,9 +76,7 @@ def _lost(ops_name: str, exc: BaseException) -> bool:
 # --------------------------------------------------------------------------- sync
 
 
-def _sync_release_after(
-    source: SyncSource, ops: SyncOps, conn: Any, exc: BaseException
-) -> None:
+def _sync_release_after(source: SyncSource, ops: SyncOps, conn: Any, exc: BaseException) -> None:
     # an interrupt or a connection fault leaves the session in an unknown state: discard it
     broken = not isinstance(exc, Exception) or _lost(ops.name, exc)
     if not broken:
@@ -190,7 +188,8 @@ def transaction(
 
     resolve = None if key is None else _sync_resolver(source, table, key)
     chosen = policy or _TRANSACTION
-    return chosen.run(attempt, resolve=resolve, raise_unknown=True)
+    result: R = chosen.run(attempt, resolve=resolve, raise_unknown=True)
+    return result
 
 
 def _sync_resolver(source: SyncSource, table: str, key: str) -> Callable[[BaseException], Any]:
