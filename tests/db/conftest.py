@@ -148,6 +148,17 @@ def _pymysql_factory(port: int, idle: bool) -> Iterator[Any]:
     yield lambda: pymysql.connect(database="test", **_my_kwargs(port, idle))
 
 
+@contextlib.contextmanager
+def _pymysql_connection(port: int, idle: bool) -> Iterator[Any]:
+    import pymysql
+
+    conn = pymysql.connect(database="test", **_my_kwargs(port, idle))
+    try:
+        yield conn
+    finally:
+        conn.close() if conn.open else None
+
+
 @contextlib.asynccontextmanager
 async def _asyncpg_pool(port: int, idle: bool) -> AsyncIterator[Any]:
     import asyncpg
@@ -266,6 +277,15 @@ DRIVERS = {
             factory=True,
         ),
         Driver("pymysql", "my", False, _pymysql_factory, _my_exec, lambda c: c.thread_id(), True),
+        Driver(
+            "pymysql-conn",
+            "my",
+            False,
+            _pymysql_connection,
+            _my_exec,
+            lambda c: c.thread_id(),
+            idle_wait=1.6,
+        ),
         Driver("asyncpg", "pg", True, _asyncpg_pool, _pg_exec, lambda c: c.get_server_pid()),
         Driver(
             "aiomysql",

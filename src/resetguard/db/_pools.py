@@ -156,6 +156,21 @@ class _PsycopgPoolSource(SyncSource):
         self.target.putconn(conn)
 
 
+class _PyMySQLConnectionSource(SyncSource):
+    """One PyMySQL connection, reused: a broken one is closed, and reconnected (PyMySQL's
+    own ``connect()``) when the next attempt takes it."""
+
+    def acquire(self) -> Any:
+        conn = self.target
+        if not conn.open:
+            conn.connect()
+        return conn
+
+    def release(self, conn: Any, ops: SyncOps, *, broken: bool) -> None:
+        if broken:
+            ops.discard(conn)
+
+
 class _SqlAlchemyEngineSource(SyncSource):
     def acquire(self) -> Any:
         return self.target.connect()
@@ -168,12 +183,15 @@ class _SqlAlchemyEngineSource(SyncSource):
 
 
 def sync_source(pool: object) -> SyncSource:
-    """Recognise ``pool``: a psycopg_pool pool, a SQLAlchemy Engine or a connect factory."""
+    """Recognise ``pool``: a psycopg_pool pool, a SQLAlchemy Engine, a PyMySQL connection
+    or a connect factory."""
     module, name = _kind(pool)
     if module == "psycopg_pool" and name in ("ConnectionPool", "NullConnectionPool"):
         return _PsycopgPoolSource(pool)
     if module == "sqlalchemy" and name == "Engine":
         return _SqlAlchemyEngineSource(pool)
+    if module == "pymysql" and name == "Connection":
+        return _PyMySQLConnectionSource(pool)
     if module in ("psycopg_pool", "asyncpg", "aiomysql") or (
         module == "sqlalchemy" and name == "AsyncEngine"
     ):
@@ -181,8 +199,8 @@ def sync_source(pool: object) -> SyncSource:
     if callable(pool):
         return SyncSource(pool)
     raise TypeError(
-        "pool must be a psycopg_pool.ConnectionPool, a SQLAlchemy Engine or a function"
-        f" returning a new psycopg / PyMySQL connection; got {pool!r}"
+        "pool must be a psycopg_pool.ConnectionPool, a SQLAlchemy Engine, a PyMySQL"
+        f" connection or a function returning a new psycopg / PyMySQL connection; got {pool!r}"
     )
 
 
