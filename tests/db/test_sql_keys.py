@@ -142,3 +142,26 @@ def test_encode_and_duplicate_detection_units() -> None:
     with pytest.raises(TypeError, match="got set"):
         encode_result({1, 2})
     assert not is_duplicate_key(ValueError("x"))
+
+
+def test_keys_and_results_with_quotes_dollars_and_percents(key_table: str) -> None:
+    import asyncpg
+
+    key = "it's $rg$ 100%s $"
+    value = {"note": "a'b $rg$ %s \\ done$"}
+    assert db.transaction(_pg, lambda conn: value, key=key, key_table=key_table) == value
+    assert db.transaction(_pg, lambda conn: None, key=key, key_table=key_table) == value
+
+    async def main() -> Any:
+        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1/test")
+
+        async def unit(c: Any) -> Any:
+            return None
+
+        try:
+            return await db.atransaction(lambda: conn, unit, key=key, key_table=key_table)
+        finally:
+            if not conn.is_closed():
+                await conn.close()
+
+    assert asyncio.run(main()) == value

@@ -24,6 +24,8 @@ __all__ = [
     "decode_result",
     "encode_result",
     "is_duplicate_key",
+    "pg_claim_and_commit",
+    "pg_literal",
 ]
 
 #: The table resetguard creates for idempotency keys when none is named.
@@ -83,6 +85,22 @@ def encode_result(result: object) -> str:
 def decode_result(payload: str | None) -> Any:
     """The value a keyed unit returns, from its stored payload."""
     return None if payload is None else json.loads(payload)
+
+
+def pg_literal(text: str) -> str:
+    """``text`` as a PostgreSQL dollar-quoted literal (immune to quoting settings)."""
+    tag = "$rg$"
+    while tag in text or text.endswith(tag[:-1]):
+        tag = tag[:-1] + "x$"
+    return f"{tag}{text}{tag}"
+
+
+def pg_claim_and_commit(table: str, key: str, payload: str) -> str:
+    """One simple-protocol message: the key INSERT and COMMIT (no extra round trip)."""
+    return (
+        f"INSERT INTO {table} (idem_key, result) VALUES ({pg_literal(key)},"
+        f" {pg_literal(payload)}); COMMIT"
+    )
 
 
 def is_duplicate_key(exc: BaseException) -> bool:

@@ -19,7 +19,15 @@ import inspect
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
-from ._keys import MYSQL_FORMAT, MYSQL_NAMED, PG_FORMAT, PG_NAMED, PG_NUMERIC, Dialect
+from ._keys import (
+    MYSQL_FORMAT,
+    MYSQL_NAMED,
+    PG_FORMAT,
+    PG_NAMED,
+    PG_NUMERIC,
+    Dialect,
+    pg_claim_and_commit,
+)
 
 __all__ = ["AsyncOps", "AsyncSource", "SyncOps", "SyncSource", "async_source", "sync_source"]
 
@@ -64,9 +72,23 @@ class SyncOps:
         """End the transaction a lone read opened (the drivers here start one implicitly)."""
         self.rollback(conn)
 
+    def claim_and_commit(self, conn: Any, table: str, key: str, payload: str, a: Any) -> None:
+        """INSERT the key and COMMIT, calling ``a.sent()`` before COMMIT can leave.
+
+        psycopg sends both in one simple-protocol message (no parameters): the key costs
+        no extra round trip."""
+        a.sent()
+        conn.execute(pg_claim_and_commit(table, key, payload))
+
+    def _claim_then_commit(self, conn: Any, table: str, key: str, payload: str, a: Any) -> None:
+        self.run(conn, self.dialect(conn).on(table).insert, (key, payload))
+        a.sent()
+        self.commit(conn)
+
 
 class _PyMySQLOps(SyncOps):
     name = "pymysql"
+    claim_and_commit = SyncOps._claim_then_commit
 
     def dialect(self, conn: Any) -> Dialect:
         return MYSQL_FORMAT
@@ -82,6 +104,7 @@ class _PyMySQLOps(SyncOps):
 
 class _SqlAlchemyOps(SyncOps):
     name = "sqlalchemy"
+    claim_and_commit = SyncOps._claim_then_commit
 
     def dialect(self, conn: Any) -> Dialect:
         return PG_NAMED if conn.dialect.name == "postgresql" else MYSQL_NAMED
@@ -245,6 +268,18 @@ class AsyncOps:
         """Commit a lone statement."""
         await self.commit(conn)
 
+    async def claim_and_commit(self, conn: Any, table: str, key: str, payload: str, a: Any) -> None:
+        """INSERT the key and COMMIT in one message (see :meth:`SyncOps.claim_and_commit`)."""
+        a.sent()
+        await conn.execute(pg_claim_and_commit(table, key, payload))
+
+    async def _claim_then_commit(
+        self, conn: Any, table: str, key: str, payload: str, a: Any
+    ) -> None:
+        await self.run(conn, self.dialect(conn).on(table).insert, (key, payload))
+        a.sent()
+        await self.commit(conn)
+
 
 class _AsyncpgOps(AsyncOps):
     name = "asyncpg"
@@ -283,6 +318,7 @@ class _AsyncpgOps(AsyncOps):
 
 class _AiomysqlOps(AsyncOps):
     name = "aiomysql"
+    claim_and_commit = AsyncOps._claim_then_commit
 
     def dialect(self, conn: Any) -> Dialect:
         return MYSQL_FORMAT
@@ -302,6 +338,7 @@ class _AiomysqlOps(AsyncOps):
 
 class _AsyncSqlAlchemyOps(AsyncOps):
     name = "sqlalchemy"
+    claim_and_commit = AsyncOps._claim_then_commit
 
     def dialect(self, conn: Any) -> Dialect:
         return PG_NAMED if conn.dialect.name == "postgresql" else MYSQL_NAMED

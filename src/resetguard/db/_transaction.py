@@ -110,21 +110,22 @@ def _sync_ensure(ops: SyncOps, conn: Any, table: str, pool: object) -> None:
     done.add(table)
 
 
-def _sync_claim(ops: SyncOps, conn: Any, table: str, key: str, payload: str) -> tuple[bool, Any]:
-    """INSERT the key; ``(False, stored result)`` when it is committed already."""
-    sql = ops.dialect(conn).on(table)
+def _sync_claim_and_commit(
+    ops: SyncOps, conn: Any, table: str, key: str, payload: str, a: Any
+) -> Any:
+    """INSERT the key and COMMIT; the value the call returns."""
     try:
-        ops.run(conn, sql.insert, (key, payload))
+        ops.claim_and_commit(conn, table, key, payload, a)
     except Exception as exc:
         if not is_duplicate_key(exc):
             raise
         # committed before (an earlier call, or a first run that was still committing
         # when this rerun started): undo this run and return what that one stored
         ops.rollback(conn)
-        stored = ops.run(conn, sql.select, (key,))
+        stored = ops.run(conn, ops.dialect(conn).on(table).select, (key,))
         ops.end_read(conn)
-        return False, decode_result(stored[0][0])
-    return True, None
+        return decode_result(stored[0][0])
+    return decode_result(payload)
 
 
 def transaction(
@@ -171,15 +172,11 @@ def transaction(
                 _sync_ensure(ops, conn, table, pool)
             ops.begin(conn)
             result: Any = unit(conn)
-            if key is not None:
-                payload = encode_result(result)
-                claimed, result = _sync_claim(ops, conn, table, key, payload)
-                if not claimed:
-                    source.release(conn, ops, broken=False)
-                    return result
-                result = decode_result(payload)
-            a.sent()
-            ops.commit(conn)
+            if key is None:
+                a.sent()
+                ops.commit(conn)
+            else:
+                result = _sync_claim_and_commit(ops, conn, table, key, encode_result(result), a)
         except BaseException as exc:
             _sync_release_after(source, ops, conn, exc)
             raise
@@ -337,20 +334,19 @@ async def _async_ensure(ops: AsyncOps, conn: Any, table: str, pool: object) -> N
     done.add(table)
 
 
-async def _async_claim(
-    ops: AsyncOps, conn: Any, table: str, key: str, payload: str
-) -> tuple[bool, Any]:
-    sql = ops.dialect(conn).on(table)
+async def _async_claim_and_commit(
+    ops: AsyncOps, conn: Any, table: str, key: str, payload: str, a: Any
+) -> Any:
     try:
-        await ops.run(conn, sql.insert, (key, payload))
+        await ops.claim_and_commit(conn, table, key, payload, a)
     except Exception as exc:
         if not is_duplicate_key(exc):
             raise
         await ops.rollback(conn)
-        stored = await ops.run(conn, sql.select, (key,))
+        stored = await ops.run(conn, ops.dialect(conn).on(table).select, (key,))
         await ops.end_read(conn)
-        return False, decode_result(stored[0][0])
-    return True, None
+        return decode_result(stored[0][0])
+    return decode_result(payload)
 
 
 async def atransaction(
@@ -387,15 +383,13 @@ async def atransaction(
                 await _async_ensure(ops, conn, table, pool)
             await ops.begin(conn)
             result: Any = await unit(conn)
-            if key is not None:
-                payload = encode_result(result)
-                claimed, result = await _async_claim(ops, conn, table, key, payload)
-                if not claimed:
-                    await source.release(conn, ops, broken=False)
-                    return result
-                result = decode_result(payload)
-            a.sent()
-            await ops.commit(conn)
+            if key is None:
+                a.sent()
+                await ops.commit(conn)
+            else:
+                result = await _async_claim_and_commit(
+                    ops, conn, table, key, encode_result(result), a
+                )
         except BaseException as exc:
             await _async_release_after(source, ops, conn, exc)
             raise
