@@ -24,8 +24,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests.db
 
-import resetguard.db as db  # noqa: E402
-from tests.db.conftest import DRIVERS, MY, PG, Admin  # noqa: E402
+from tests.db.conftest import DRIVERS, MY, PG, Admin
+
+import resetguard.db as db
 
 COST_DRIVERS = ("psycopg", "asyncpg", "pymysql-conn", "aiomysql")
 VARIANTS = ("by hand", "transaction()", "transaction(key=)")

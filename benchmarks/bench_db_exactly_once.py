@@ -30,11 +30,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests.db
 
-import resetguard  # noqa: E402
-import resetguard.db as db  # noqa: E402
-from resetguard.proxy import FaultProxy  # noqa: E402
-from tests.db._commit_toxic import SqlReset  # noqa: E402
-from tests.db.conftest import DRIVERS, MY, PG, Admin  # noqa: E402
+from tests.db._commit_toxic import SqlReset
+from tests.db.conftest import DRIVERS, MY, PG, Admin
+
+import resetguard
+import resetguard.db as db
+from resetguard.proxy import FaultProxy
 
 STRESS_DRIVERS = ("psycopg", "asyncpg", "pymysql-conn", "aiomysql")
 POLICY = resetguard.Retry(

@@ -9,6 +9,7 @@ surface the unknown outcome. There is no loop, sleep or give-up here.
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -56,6 +57,13 @@ def _ensured_for(pool: object) -> set[str]:
         return _ensured.setdefault(pool, set())
     except TypeError:  # not weak-referenceable (e.g. a bound method factory)
         return _ensured_ids.setdefault(id(pool), set())
+
+
+def _key_check_policy(policy: Retry) -> Retry:
+    """The policy of the key check after an unknown outcome: a read, so retried on any
+    connection fault (the check's own connection may be reset too), through the engine."""
+    name = f"{policy.name or 'db.transaction'}.key_check"
+    return dataclasses.replace(policy, idempotent=True, name=name, on_retry=None, on_giveup=None)
 
 
 def _check_policy(policy: object) -> None:
@@ -183,14 +191,18 @@ def transaction(
         source.release(conn, ops, broken=False)
         return result
 
-    resolve = None if key is None else _sync_resolver(source, table, key)
     chosen = policy or _TRANSACTION
+    resolve = None if key is None else _sync_resolver(source, table, key, chosen)
     result: R = chosen.run(attempt, resolve=resolve, raise_unknown=True)
     return result
 
 
-def _sync_resolver(source: SyncSource, table: str, key: str) -> Callable[[BaseException], Any]:
-    def resolve(exc: BaseException) -> Any:
+def _sync_resolver(
+    source: SyncSource, table: str, key: str, policy: Retry
+) -> Callable[[BaseException], Any]:
+    checks = _key_check_policy(policy)
+
+    def check(a: Any) -> Any:
         conn = source.acquire()
         ops = _pools.sync_ops(conn)
         try:
@@ -201,6 +213,9 @@ def _sync_resolver(source: SyncSource, table: str, key: str) -> Callable[[BaseEx
             raise
         source.release(conn, ops, broken=False)
         return Resolution.done(decode_result(rows[0][0])) if rows else Resolution.RERUN
+
+    def resolve(exc: BaseException) -> Any:
+        return checks.run(check)
 
     return resolve
 
@@ -396,15 +411,17 @@ async def atransaction(
         await source.release(conn, ops, broken=False)
         return result
 
-    resolve = None if key is None else _async_resolver(source, table, key)
     chosen = policy or _TRANSACTION
+    resolve = None if key is None else _async_resolver(source, table, key, chosen)
     return await chosen.arun(attempt, resolve=resolve, raise_unknown=True)
 
 
 def _async_resolver(
-    source: AsyncSource, table: str, key: str
+    source: AsyncSource, table: str, key: str, policy: Retry
 ) -> Callable[[BaseException], Awaitable[Any]]:
-    async def resolve(exc: BaseException) -> Any:
+    checks = _key_check_policy(policy)
+
+    async def check(a: Any) -> Any:
         conn = await source.acquire()
         ops = _pools.async_ops(conn)
         try:
@@ -415,6 +432,9 @@ def _async_resolver(
             raise
         await source.release(conn, ops, broken=False)
         return Resolution.done(decode_result(rows[0][0])) if rows else Resolution.RERUN
+
+    async def resolve(exc: BaseException) -> Any:
+        return await checks.arun(check)
 
     return resolve
 
