@@ -249,7 +249,8 @@ def execute(
         conn = source.acquire()
         ops = _pools.sync_ops(conn)
         try:
-            a.sent()
+            # no a.sent(): a lone statement is judged by the policy alone (a read is
+            # idempotent; a write is retried only when the driver proves nothing was sent)
             result = ops.run(conn, sql, params)
             if readonly:
                 ops.end_read(conn)
@@ -462,7 +463,6 @@ async def aexecute(
         conn = await source.acquire()
         ops = _pools.async_ops(conn)
         try:
-            a.sent()
             result = await ops.run(conn, sql, params)
             if readonly:
                 await ops.end_read(conn)
