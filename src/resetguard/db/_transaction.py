@@ -153,8 +153,9 @@ def transaction(
     ``policy=Retry(idempotent=True)`` the unit is rerun, otherwise
     :class:`resetguard.OutcomeUnknown` is raised from the driver's error.
 
-    ``pool`` is a ``psycopg_pool.ConnectionPool``, a SQLAlchemy ``Engine`` or a function
-    returning a new psycopg / PyMySQL connection. A keyed unit must return JSON data: its
+    ``pool`` is a ``psycopg_pool.ConnectionPool``, a SQLAlchemy ``Engine``, a PyMySQL
+    connection (reused, reopened after a fault) or a function returning a new psycopg /
+    PyMySQL connection. A keyed unit must return JSON data: its
     result is stored with the key and returned JSON-decoded, from this run or the table.
 
     Example::
