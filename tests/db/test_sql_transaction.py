@@ -184,3 +184,47 @@ def test_events_tell_the_monitor(scenario: Scenario, admin: Any) -> None:
     assert any(isinstance(e, resetguard.RetryScheduled) for e in seen)  # the unit rerun
     resolved = [e for e in seen if type(e).__name__ == "OutcomeResolved"]
     assert [e.outcome for e in resolved] == ["done"]
+
+
+@pytest.mark.parametrize("scenario", ["asyncpg", "psycopg-async", "aiomysql"], indirect=True)
+def test_cancelled_unit_discards_its_connection(scenario: Scenario) -> None:
+    """A task cancelled mid-unit leaves its session in an unknown state: the connection is
+    discarded (not handed to the next unit), nothing is committed."""
+    import asyncio
+
+    import resetguard.db as db
+
+    d = scenario.driver
+    insert = scenario.statements()[0]
+
+    async def main() -> tuple[Any, Any]:
+        async with d.opener(scenario.proxy.port, False) as pool:
+            started = asyncio.Event()
+            sessions: list[Any] = []
+
+            async def slow(conn: Any) -> None:
+                sessions.append(await _maybe_await(d.session(conn)))
+                await d.exec(conn, insert)
+                started.set()
+                await asyncio.sleep(30)
+
+            task = asyncio.ensure_future(db.atransaction(pool, slow))
+            await asyncio.wait_for(started.wait(), 10)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+            async def who(conn: Any) -> Any:
+                return await _maybe_await(d.session(conn))
+
+            return sessions[0], await db.atransaction(pool, who)
+
+    first, second = asyncio.run(asyncio.wait_for(main(), 30))
+    assert first != second
+    assert scenario.rows() == 0
+
+
+async def _maybe_await(x: Any) -> Any:
+    import inspect
+
+    return await x if inspect.isawaitable(x) else x
