@@ -107,6 +107,7 @@ def test_an_inner_budget_exhausted_is_not_retried_by_an_outer_layer() -> None:
     assert outer_runs == [1]
     assert inner_runs == [1]  # the budget refused the inner retry
     assert info.value.retry_after is not None
+    assert "only new calls can refill it" in str(info.value)  # no floor: only traffic refills
     assert isinstance(info.value.__cause__, ConnectionResetError)
 
 
@@ -331,3 +332,84 @@ def test_resolution_values() -> None:
 def test_idempotent_must_be_a_bool_or_none() -> None:
     with pytest.raises(TypeError, match="'yes'"):
         Retry(idempotent="yes")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ patience
+
+
+def _refused() -> ConnectionRefusedError:
+    return ConnectionRefusedError(111, "Connection refused")
+
+
+def test_patience_retries_a_refusing_dependency_without_spending_attempts() -> None:
+    fake = FakeTime()
+    runs: list[float] = []
+
+    def call() -> str:
+        runs.append(fake.now)
+        if fake.now - runs[0] < 2.0:  # a restart: refused for 2 s
+            raise _refused()
+        return "up"
+
+    assert Retry(attempts=3, patience=3.0, **fake.options()).call(call) == "up"
+    assert len(runs) > 3  # more tries than attempts: the refusals were free
+    assert runs[-1] - runs[0] >= 2.0
+
+
+def test_patience_is_bounded_then_attempts_apply() -> None:
+    fake = FakeTime()
+    runs: list[float] = []
+
+    def call() -> None:
+        runs.append(fake.now)
+        raise _refused()
+
+    with pytest.raises(ConnectionRefusedError) as info:
+        Retry(attempts=3, patience=1.0, deadline=30, **fake.options()).call(call)
+    free = [t for t in runs if t - runs[0] < 1.0]  # failed within the patience
+    assert len(free) > 1
+    assert len(runs) == len(free) + 3  # past the patience, the 3 attempts apply
+    assert len(resetguard.history(info.value)) == len(runs)
+
+
+def test_without_patience_refusals_spend_attempts() -> None:
+    fake = FakeTime()
+    with pytest.raises(ConnectionRefusedError) as info:
+        Retry(attempts=3, **fake.options()).call(_raise_refused)
+    assert len(resetguard.history(info.value)) == 3
+
+
+def _raise_refused() -> None:
+    raise _refused()
+
+
+def test_patience_waits_for_an_open_breakers_next_probe() -> None:
+    fake = FakeTime()
+    breaker = CircuitBreaker(
+        "dep", failure_threshold=2, open_duration=0.5, jitter=0, clock=fake.clock
+    )
+    policy = Retry(breaker=breaker, patience=3.0, backoff=NO_WAIT, **fake.options())
+    runs: list[float] = []
+
+    def call() -> str:
+        runs.append(fake.now)
+        if fake.now - runs[0] < 1.0:
+            raise _refused()
+        return "up"
+
+    assert policy.call(call) == "up"
+    assert 0.5 in fake.sleeps  # waited for the probe instead of failing
+    assert breaker.state is resetguard.CircuitState.CLOSED
+
+
+def test_an_open_period_beyond_patience_fails_at_once() -> None:
+    fake = FakeTime()
+    breaker = CircuitBreaker(
+        "dep", failure_threshold=1, open_duration=10, jitter=0, clock=fake.clock
+    )
+    policy = Retry(breaker=breaker, patience=3.0, backoff=NO_WAIT, **fake.options())
+    with pytest.raises(ConnectionRefusedError):
+        policy.call(_raise_refused)  # opens the breaker; its 10 s exceed the patience
+    with pytest.raises(CircuitOpen):
+        policy.call(_raise_refused)
+    assert fake.sleeps == []

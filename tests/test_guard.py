@@ -1,4 +1,4 @@
-"""The breaker bookkeeping of the engine (``Run.acquire`` / ``Run.release``), on real breakers."""
+"""The breaker bookkeeping of the engine (``Run.admit`` / ``Run.release``), on real breakers."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def acquire(breaker: CircuitBreaker, run: Run | None) -> Run:
     """A ticket for the next attempt, taken by ``run`` (a fresh call's run when None)."""
     if run is None:
         run = Run(Retry(breaker=breaker, clock=breaker._clock))
-    run.acquire()
+    assert run.admit() is None  # no patience: admitted, or the refusal is raised
     return run
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _clock
-from ._drivers import Attempts, adrive, drive
+from ._drivers import AttemptContext, Attempts, adrive, drive
 from ._engine import Run
 from ._retry import Retry, merge
 
@@ -175,8 +175,19 @@ class retrying:
     def __init__(self, policy: Retry | None = None, /, **options: Any) -> None:
         self._policy = merge(policy, options)
 
-    def __iter__(self) -> Attempts:
-        return Attempts(Run(self._policy))
+    def __iter__(self) -> Iterator[AttemptContext]:
+        attempts = Attempts(Run(self._policy))
+        try:
+            yield from attempts
+        except GeneratorExit as left:  # the caller left the loop
+            attempts.abandon(left)
+            raise
 
-    def __aiter__(self) -> Attempts:
-        return Attempts(Run(self._policy))
+    async def __aiter__(self) -> AsyncIterator[AttemptContext]:
+        attempts = Attempts(Run(self._policy))
+        try:
+            async for attempt in attempts:
+                yield attempt
+        except GeneratorExit as left:  # the caller left the loop
+            attempts.abandon(left)
+            raise

@@ -676,16 +676,19 @@ class CircuitBreaker:
                     if self._isolated:
                         self._rejected += 1
                         raise CircuitOpen(
-                            f"circuit breaker {self.name!r} is isolated",
+                            f"circuit breaker {self.name!r} is isolated; "
+                            "no probe until it is reset",
                             retry_after=None,
                             breaker=self.name,
                         )
                     now = self._clock()
                     if now < self._open_until:
                         self._rejected += 1
+                        wait = self._open_until - now
                         raise CircuitOpen(
-                            f"circuit breaker {self.name!r} is open",
-                            retry_after=self._open_until - now,
+                            f"circuit breaker {self.name!r} is open; next probe in "
+                            + (f"{wait:.1f} s" if wait >= 0.1 else f"{wait * 1000:.0f} ms"),
+                            retry_after=wait,
                             breaker=self.name,
                         )
                     event = self._move(_HALF_OPEN, "open period elapsed", now)
@@ -695,7 +698,8 @@ class CircuitBreaker:
                         self._rejected += 1
                         raise CircuitOpen(
                             f"circuit breaker {self.name!r} is half-open and all "
-                            f"{self.policy.half_open_probes} probe slot(s) are taken",
+                            f"{self.policy.half_open_probes} probe slot(s) are taken; "
+                            "try again when a probe ends",
                             retry_after=None,
                             breaker=self.name,
                         )

@@ -35,16 +35,16 @@ class AttemptContext:
     return. ``facts`` is where an adapter keeps what it learns about the attempt.
     """
 
-    __slots__ = ("_exited", "_resolve", "_run", "facts", "number", "passed", "retrying")
+    # No __slots__: one is built per attempt, and class-level defaults let the constructor
+    # set only the run and the number.
+    passed = False
+    retrying = False
+    _exited = False
+    facts: Any = None
 
-    def __init__(self, run: Run, resolve: Resolve | None) -> None:
+    def __init__(self, run: Run, number: int) -> None:
         self._run = run
-        self._resolve = resolve
-        self.number = run.attempt
-        self.passed = False
-        self.retrying = False
-        self._exited = False
-        self.facts: Any = None
+        self.number = number
 
     def sent(self) -> None:
         """Mark the point of no return: from here on the operation may take effect.
@@ -78,7 +78,6 @@ class AttemptContext:
         return True
 
     def __enter__(self) -> AttemptContext:
-        self._run.acquire()
         return self
 
     def __exit__(
@@ -89,17 +88,17 @@ class AttemptContext:
     ) -> bool:
         ended = self._ended(exc)
         if ended is None:
+            resolve = self._run.resolve
             assert exc is not None
-            assert self._resolve is not None
+            assert resolve is not None
             try:
-                outcome = self._resolve(exc)
+                outcome = resolve(exc)
             except Exception as error:
                 outcome = error
             ended = self._resolved(outcome)
         return ended
 
     async def __aenter__(self) -> AttemptContext:
-        self._run.acquire()
         return self
 
     async def __aexit__(
@@ -110,10 +109,11 @@ class AttemptContext:
     ) -> bool:
         ended = self._ended(exc)
         if ended is None:
+            resolve = self._run.resolve
             assert exc is not None
-            assert self._resolve is not None
+            assert resolve is not None
             try:
-                outcome = await self._resolve(exc)
+                outcome = await resolve(exc)
             except Exception as error:
                 outcome = error
             ended = self._resolved(outcome)
@@ -124,7 +124,8 @@ class AttemptContext:
         False: let it propagate; None: the resolve hook must be asked first."""
         self._exited = True
         run = self._run
-        run.release(exc)
+        if run.breaker is not None:
+            run.release(exc)
         if exc is None:
             if not self.retrying:
                 run.succeeded()
@@ -144,56 +145,72 @@ class AttemptContext:
 class Attempts:
     """The attempt loop: ``for attempt in Attempts(run): with attempt: ...``.
 
-    Also ``async for`` / ``async with``. Between attempts it sleeps the delay the engine
-    chose (never calling sleep for a zero delay); it stops once the call succeeded, was
-    settled by a resolve hook, or gave up (the error then propagates from ``with``).
+    Also ``async for`` / ``async with``. Before each attempt it sleeps the delay the engine
+    chose (never calling sleep for a zero delay) and takes the breaker's ticket, waiting
+    for it when the engine says so; it stops once the call succeeded, was settled by a
+    resolve hook, or gave up (the error then propagates from ``with``).
     """
 
-    __slots__ = ("_current", "_resolve", "_run")
+    __slots__ = ("_current", "_run")
 
     def __init__(self, run: Run, resolve: Resolve | None = None) -> None:
         if resolve is not None:
             run.resolvable = True
+            run.resolve = resolve
         self._run = run
-        self._resolve = resolve
         self._current: AttemptContext | None = None
-
-    def _next(self) -> AttemptContext | None:
-        current = self._current
-        if current is not None and not current._exited:
-            raise RuntimeError(
-                "each attempt of resetguard.retrying() must be used as `with attempt:`"
-            )
-        if self._run.done:
-            return None
-        self._current = attempt = AttemptContext(self._run, self._resolve)
-        return attempt
 
     def __iter__(self) -> Attempts:
         return self
 
     def __next__(self) -> AttemptContext:
-        delay = self._run.delay
-        attempt = self._next()
-        if attempt is None:
+        run = self._run
+        current = self._current
+        if current is not None and not current._exited:
+            _not_entered()
+        if run.done:
             raise StopIteration
+        delay = run.delay
         if delay > 0:
-            self._run.delay = 0.0
-            (self._run.policy.sleep or time.sleep)(delay)
+            run.delay = 0.0
+            (run.policy.sleep or time.sleep)(delay)
+        if run.breaker is not None:
+            while (wait := run.admit()) is not None:
+                (run.policy.sleep or time.sleep)(wait)
+        self._current = attempt = AttemptContext(run, run.attempt)
         return attempt
 
     def __aiter__(self) -> Attempts:
         return self
 
     async def __anext__(self) -> AttemptContext:
-        delay = self._run.delay
-        attempt = self._next()
-        if attempt is None:
+        run = self._run
+        current = self._current
+        if current is not None and not current._exited:
+            _not_entered()
+        if run.done:
             raise StopAsyncIteration
+        delay = run.delay
         if delay > 0:
-            self._run.delay = 0.0
-            await (self._run.policy.async_sleep or _clock.async_sleep)(delay)
+            run.delay = 0.0
+            await (run.policy.async_sleep or _clock.async_sleep)(delay)
+        if run.breaker is not None:
+            while (wait := run.admit()) is not None:
+                await (run.policy.async_sleep or _clock.async_sleep)(wait)
+        self._current = attempt = AttemptContext(run, run.attempt)
         return attempt
+
+    def abandon(self, error: BaseException) -> None:
+        """The loop was left after an attempt was handed out but before it was entered:
+        give the breaker its ticket back (a ticket kept would hold a probe slot for good)."""
+        current = self._current
+        if current is not None and not current._exited:
+            current._exited = True
+            self._run.release(error)
+
+
+def _not_entered() -> None:
+    raise RuntimeError("each attempt of resetguard.retrying() must be used as `with attempt:`")
 
 
 def drive(run: Run, fn: Callable[[AttemptContext], R], resolve: Resolve | None = None) -> R:

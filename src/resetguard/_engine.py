@@ -32,7 +32,7 @@ from ._events import (
     emit,
 )
 from ._exceptions import BudgetExhausted, OutcomeUnknown, Rejected
-from ._policy import RetryPolicy
+from ._policy import BreakerLike, BudgetLike, RetryPolicy
 
 if TYPE_CHECKING:
     from ._events import Event
@@ -56,6 +56,9 @@ _HISTORY_ATTR: Final = "__resetguard_history__"
 _OUTCOME_ATTR: Final = "__resetguard_outcome_unknown__"
 #: How far :func:`outcome_unknown` follows ``__cause__``: wrappers rarely nest deeper.
 _CAUSE_DEPTH = 8
+#: How often a patient call looks again while another call holds the half-open probe: a
+#: probe answers in a round trip or fails at once on a refused connection.
+_PROBE_POLL = 0.05
 
 
 class Attempt(NamedTuple):
@@ -113,6 +116,10 @@ def outcome_unknown(exc: BaseException) -> bool:
             return True
         current = current.__cause__
     return False
+
+
+#: resetguard's own errors that are never retried (see ``Run.failed``).
+_FINAL = (Rejected, OutcomeUnknown)
 
 
 def _mark_unknown(exc: BaseException) -> None:
@@ -269,30 +276,31 @@ class Run:
             raised from the error, instead of the error itself marked unknown.
         free_replays: immediate replays allowed on top of ``attempts`` (HTTP's stale race).
         logger: where retries and give-ups are logged.
+        breaker, budget: used when the policy names none (an HTTP client's per-origin
+            breaker and its own budget); the policy's own win.
+        patience: replaces the policy's ``patience``.
     """
 
-    __slots__ = (
-        "_clock",
-        "_log",
-        "_random",
-        "attempt",
-        "delay",
-        "done",
-        "free_replays",
-        "history",
-        "judge",
-        "label",
-        "policy",
-        "previous_delay",
-        "raise_unknown",
-        "resolvable",
-        "resolving",
-        "stale",
-        "start",
-        "t0",
-        "ticket",
-        "value",
-    )
+    # No __slots__: a run is built on the failure path, and class-level defaults let the
+    # constructor set only what differs (each attribute set costs ~15 ns).
+    judge: Judge | None = None
+    resolvable = False
+    raise_unknown = False
+    free_replays = 0
+    patience = 0.0
+    _log = _log
+    attempt = 1
+    stale = 0
+    patient = 0
+    previous_delay = 0.0
+    delay = 0.0
+    done = False
+    value: Any = NO_VALUE
+    resolving: tuple[BaseException, Failure | None, float] | None = None
+    ticket = 0
+    t0 = 0.0
+    #: the resolve hook, set by the driver (sync, or a coroutine function for async runs)
+    resolve: Callable[[BaseException], Any] | None = None
 
     def __init__(
         self,
@@ -304,54 +312,80 @@ class Run:
         resolvable: bool = False,
         raise_unknown: bool = False,
         free_replays: int = 0,
-        logger: logging.Logger = _log,
+        logger: logging.Logger | None = None,
+        breaker: BreakerLike | None = None,
+        budget: BudgetLike | None = None,
+        patience: float | None = None,
     ) -> None:
         self.policy = policy
         self._clock: Callable[[], float] = policy.clock or _clock.monotonic
-        self._random: Callable[[], float] = policy.random or _clock.uniform
         self.start = self._clock() if start is None else start
         self.label = label or policy.name
-        self.judge = judge
-        self.resolvable = resolvable
-        self.raise_unknown = raise_unknown
-        self.free_replays = free_replays
-        self._log = logger
-        self.attempt = 1
-        self.stale = 0
+        self.breaker = policy.breaker or breaker
+        self.budget = budget = policy.budget or budget
+        if patience is not None:
+            self.patience = patience
+        elif policy.patience:
+            self.patience = policy.patience
         self.history: list[tuple[int, BaseException, Failure | None, float, float | None]] = []
-        self.previous_delay = 0.0
-        self.delay = 0.0
-        self.done = False
-        self.value: Any = NO_VALUE
-        self.resolving: tuple[BaseException, Failure | None, float] | None = None
-        self.ticket = 0
-        self.t0 = 0.0
-        if start is None and policy.budget is not None:
-            policy.budget._deposit()  # the budget counts each logical call once
+        if judge is not None:
+            self.judge = judge
+        if resolvable:
+            self.resolvable = True
+        if raise_unknown:
+            self.raise_unknown = True
+        if free_replays:
+            self.free_replays = free_replays
+        if logger is not None:
+            self._log = logger
+        if start is None and budget is not None:
+            budget._deposit()  # the budget counts each logical call once
 
     # ------------------------------------------------------------------ breaker
 
-    def acquire(self) -> None:
-        """Before an attempt: the breaker's ticket.
+    def admit(self) -> float | None:
+        """Before an attempt: the breaker's ticket (None), or seconds to wait for it.
 
-        A refused first attempt raises the breaker's :class:`~resetguard.Rejected`: there
-        is nothing else to report. A refused retry gives up with the last attempt's own
-        exception, raised outside any handler so it keeps its own ``__context__``.
+        A refusal is waited out when the breaker says when it will probe again (or a
+        half-open probe is under way) and that falls within the call's ``patience`` and
+        its deadline: the driver sleeps, then asks again. Otherwise a refused first
+        attempt raises the breaker's :class:`~resetguard.Rejected` (there is nothing else
+        to report), and a refused retry gives up with the last attempt's own exception,
+        raised outside any handler so it keeps its own ``__context__``.
         """
-        breaker = self.policy.breaker
+        breaker = self.breaker
         if breaker is None:
-            return
+            return None
         try:
             self.ticket = breaker._acquire()
-        except Rejected:
+        except Rejected as refusal:
+            wait = self._patient_wait(refusal)
+            if wait is not None:
+                return wait
             if not self.history:
                 raise
             _, last, failure, _, _ = self.history[-1]
             self._give_up(last, failure, self._clock() - self.start, "breaker", record=False)
         else:
             self.t0 = breaker._clock()
-            return
+            return None
         raise last
+
+    def _patient_wait(self, refusal: Rejected) -> float | None:
+        if not self.patience:
+            return None
+        wait = refusal.retry_after
+        if wait is None:
+            # no reopening time: isolated (wait forever) or a half-open probe under way
+            state = getattr(self.breaker, "state", None)
+            if getattr(state, "value", None) != "half_open":
+                return None
+            wait = _PROBE_POLL
+        elapsed = self._clock() - self.start
+        deadline = self.policy.deadline
+        if elapsed + wait > self.patience or (deadline is not None and elapsed + wait > deadline):
+            return None
+        return wait if _clock._switch.enabled else 0.0
 
     def release(self, error: BaseException | None) -> None:
         """After an attempt: hand the ticket back with whatever ended it (None: success).
@@ -359,7 +393,7 @@ class Run:
         Cancellation and interrupts included: a ticket never handed back keeps a half-open
         probe slot for good, and the breaker then refuses every later call.
         """
-        breaker = self.policy.breaker
+        breaker = self.breaker
         if breaker is not None:
             breaker._release(self.ticket, error, breaker._clock() - self.t0)
 
@@ -403,7 +437,10 @@ class Run:
                     elapsed=elapsed,
                 )
             )
-        if isinstance(exc, Rejected | OutcomeUnknown) or outcome_unknown(exc):
+        if isinstance(exc, _FINAL) or (
+            getattr(exc, _OUTCOME_ATTR, False)
+            or (exc.__cause__ is not None and outcome_unknown(exc.__cause__))
+        ):
             # resetguard's own refusals and unknown outcomes are final: retrying a
             # refusal defeats the breaker or budget, retrying an unknown outcome may
             # apply it twice.
@@ -479,11 +516,20 @@ class Run:
             self.stale += 1
             delay = 0.0
         else:
-            tries = self.attempt - self.stale
-            if tries >= p.attempts:
+            tries = self.attempt - self.stale  # the backoff grows with every real retry
+            if (
+                self.patience
+                and failure is not None
+                and failure.nothing_sent
+                and elapsed < self.patience
+            ):
+                # the dependency took nothing (refused, not reachable): a restart, or an
+                # outage the breaker will cut short; waiting for it spends no attempt
+                self.patient += 1
+            if tries - self.patient >= p.attempts:
                 self._give_up(exc, failure, elapsed, "attempts", annotate=annotate)
                 return None
-            delay = p.backoff.delay(tries, self.previous_delay, self._random)
+            delay = p.backoff.delay(tries, self.previous_delay, p.random or _clock.uniform)
             if asked is not None and math.isfinite(asked) and asked >= 0:
                 delay = asked
             if deadline is not None:
@@ -493,15 +539,22 @@ class Run:
                     return None
                 if delay > remaining:
                     delay = remaining  # a server's Retry-After is clamped here too
-            budget = p.budget
+            budget = self.budget
             if budget is not None and not budget._withdraw(exc):
                 self._give_up(exc, failure, elapsed, "budget", annotate=annotate)
                 if budget.raise_on_exhausted:
+                    after = budget.retry_after
+                    if after is None:
+                        when = ""
+                    elif math.isinf(after):
+                        when = "; only new calls can refill it"
+                    else:
+                        when = f"; a retry is possible again in {_fmt_delay(after)}"
                     raise BudgetExhausted(
                         f"retry budget {budget.name!r} refused a retry of "
-                        f"{self.label or 'the call'}",
+                        f"{self.label or 'the call'}{when}",
                         budget=budget.name,
-                        retry_after=budget.retry_after,
+                        retry_after=after,
                     ) from exc
                 return None
             self.previous_delay = delay
@@ -515,14 +568,14 @@ class Run:
                 _what(exc, failure),
                 _fmt_delay(delay),
                 self.attempt,
-                p.attempts + self.stale,
+                p.attempts + self.stale + self.patient,
                 f" [{self.label}]" if self.label else "",
             )
         if p.on_retry is not None or _registry.hooks:
             event = RetryScheduled(
                 name=self.label,
                 attempt=self.attempt - 1,
-                max_attempts=p.attempts + self.stale,
+                max_attempts=p.attempts + self.stale + self.patient,
                 delay=delay,
                 exception=exc,
                 failure=failure,
@@ -601,7 +654,7 @@ class Run:
             f"resetguard: {label}gave up after {len(attempts)} attempt(s): "
             + _REASONS.get(reason, reason)
         ]
-        total = self.policy.attempts + self.stale
+        total = self.policy.attempts + self.stale + self.patient
         for a in attempts:
             what = a.failure.describe() if a.failure is not None else _what(a.exception, None)
             if a.failure is not None and a.failure.reused is not None:

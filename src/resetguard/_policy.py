@@ -15,7 +15,7 @@ from typing import Protocol, TypeAlias
 from ._backoff import Backoff
 from ._classify import Failure, Kind
 from ._events import GaveUp, RetryScheduled
-from ._validate import check_positive, check_positive_int
+from ._validate import check_non_negative, check_positive, check_positive_int
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -107,6 +107,7 @@ class RetryPolicy:
     on: On = None
     kinds: frozenset[Kind] = DEFAULT_KINDS
     idempotent: bool | None = None
+    patience: float = 0.0
     retry_after: Callable[[BaseException], float | None] | None = None
     breaker: BreakerLike | None = None
     budget: BudgetLike | None = None
@@ -122,6 +123,7 @@ class RetryPolicy:
         check_positive_int("attempts", self.attempts)
         if self.deadline is not None:
             check_positive("deadline", self.deadline, allow_inf=True)
+        check_non_negative("patience", self.patience)
         if not isinstance(self.backoff, Backoff):
             raise TypeError(f"backoff must be a resetguard.Backoff, got {self.backoff!r}")
         _check_on(self.on)

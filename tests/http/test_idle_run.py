@@ -11,9 +11,10 @@ import resetguard
 from resetguard import Backoff, Kind, Retry, RetryBudget
 from resetguard._engine import Run
 from resetguard.http import HTTPPolicy, outcome_unknown
+from resetguard.http._guards import OriginGuards
 from resetguard.http._idle import LEARN_AFTER, LEARN_FACTOR, MAX_ORIGINS, IdleLimits
 from resetguard.http._rules import Progress, parse_retry_after
-from resetguard.http._run import STALE_REPLAYS, RetryableStatus, safe_url, start
+from resetguard.http._run import STALE_REPLAYS, Exchange, RetryableStatus, safe_url
 from tests._faketime import FakeTime
 
 # ------------------------------------------------------------------ idle limits
@@ -99,15 +100,18 @@ class HttpRun:
     def __init__(self, policy: HTTPPolicy, method: str, url: str, *, idempotent: bool) -> None:
         self.replayable = True
         self.markers: list[RetryableStatus] = []  # the statuses offered, in order
-        self.run: Run = start(
+        headers = None if idempotent or method != "POST" else {}
+        self.run: Run = Exchange(
             policy,
             method,
             url,
-            idempotent=idempotent,
+            headers,
             buffered=True,
             replayable=lambda: self.replayable,
             limits=IdleLimits(policy.idle_timeout),
-        )
+            guards=OriginGuards(policy),
+        ).run
+        assert self.run.judge.idempotent is idempotent
 
     def failed(self, exc: BaseException, progress: Progress, *, replayable: bool, buffered: bool):
         assert buffered

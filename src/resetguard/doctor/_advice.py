@@ -661,8 +661,13 @@ def _judge_db(
                     "the next query on such a pooled connection fails."
                 ),
                 fix=(
-                    "Recycle or check pooled connections (pool_pre_ping / check=) and enable "
-                    "TCP keepalive on the client (see the settings below)."
+                    "Have redis-py PING connections idle for a while before reusing them "
+                    "(health_check_interval) and enable TCP keepalive on the client "
+                    "(socket_keepalive; see the settings below)."
+                    if obs.kind == "redis"
+                    else "Recycle or check pooled connections (SQLAlchemy pool_recycle / "
+                    "pool_pre_ping, psycopg_pool check= / max_idle) and enable TCP keepalive "
+                    "on the client (see the settings below)."
                 ),
             )
         )
@@ -850,6 +855,13 @@ def _db_recommendations(target: Target, kind: str, idle_s: float | None) -> list
     if kind == "redis":
         interval = expiry if idle_s is not None else _REDIS_FALLBACK_HEALTH
         h = _num(interval)
+        # redis-py does not retire connections; it PINGs one that sat idle too long.
+        why = (
+            f"# The server drops sessions idle for {_s(idle_s)}: PING ours before that."
+            if idle_s is not None
+            else "# The server keeps idle sessions, but NAT/LB hops often drop them "
+            f"(AWS NAT: 350 s): PING a connection idle over {_s(interval)} before reuse."
+        )
         recs.append(
             Recommendation(
                 client="redis-py",
@@ -883,11 +895,37 @@ def _judge_tcp(
     idle_close: Literal["fin", "rst"] | None = (
         None if obs.idle.outcome == "open" else obs.idle.outcome
     )
+    if idle_s is None:
+        seen = f"no close of a silent connection within {_s(obs.idle.limit_s)}"
+    else:
+        seen = f"a silent connection closed after {_s(idle_s)} with {obs.idle.outcome.upper()}"
+    findings.append(
+        Finding(
+            id="tcp-only",
+            severity=Severity.INFO,
+            title="Measured at the TCP level only: no client setting was judged",
+            detail=(
+                f"Measured: {seen}. A host:port target is probed without a protocol: the "
+                "connection sends nothing, so this is how long the server waits for a client "
+                "that never speaks (for HTTP servers often a header timeout, for databases a "
+                "login timeout). Not measured: how long a connection stays usable after a "
+                "request or a login (HTTP keep-alive, a database session), which is what "
+                "pooled clients run into. So no client's idle expiry was compared, and a "
+                "healthy verdict here says nothing about them."
+            ),
+            fix=(
+                f"For an HTTP server run: resetguard doctor http://{target.display}/ ; for a "
+                "database give a postgresql://, mysql:// or redis:// DSN."
+            ),
+        )
+    )
     host_findings, host_recs = _host_findings(host)
     findings += host_findings
     facts: dict[str, Any] = {
         "peer": obs.peer,
         "addresses": list(obs.addresses),
+        "not_judged": "client idle expiry vs the keep-alive or session idle timeout "
+        "(needs an http(s):// URL or a database DSN)",
         "sent_before_idle_close": obs.idle.said,
         "note": (
             "A silent connection was watched: the time measured is how long this server "

@@ -26,9 +26,10 @@ import aiohttp
 from .._drivers import AttemptContext, adrive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
-from ._idle import IdleLimits
-from ._rules import HTTPPolicy, Progress, is_idempotent
-from ._run import current, observe, offer_status, resolve_policy, start
+from ._guards import OriginGuards
+from ._idle import IdleLimits, expires_at, origin_of
+from ._rules import HTTPPolicy
+from ._run import Exchange, current, resolve_policy
 
 __all__ = ["DEFAULT_TIMEOUT", "RetrySession"]
 
@@ -81,7 +82,7 @@ class _Connector(aiohttp.TCPConnector):
                     emit(
                         ConnectionEvent(name="aiohttp", action="closed", peer=origin, idle_age=idle)
                     )
-            elif limit is not None and idle > limit:
+            elif (due := expires_at(released, released, limit, None)) is not None and now > due:
                 if hooks_active():
                     emit(
                         ConnectionEvent(
@@ -123,13 +124,6 @@ def _never() -> bool:
     return False
 
 
-def _origin(url: Any) -> str:
-    from yarl import URL
-
-    u = URL(str(url))
-    return f"{u.host}:{u.port}"
-
-
 class RetrySession:
     """An ``aiohttp.ClientSession`` with resetguard's retry rules.
 
@@ -162,6 +156,8 @@ class RetrySession:
         #: Per-origin idle limits seen (hints, learned); aiohttp itself applies only
         #: ``keepalive_timeout``.
         self.idle_limits = IdleLimits(self._policy.idle_timeout, learn=self._policy.learn_idle)
+        #: The session's retry budget and per-origin breakers (``states()``, ``statistics()``).
+        self.guards = OriginGuards(self._policy)
         if "connector" not in session_options:
             idle = self._policy.idle_timeout
             session_options["connector"] = _Connector(
@@ -184,25 +180,22 @@ class RetrySession:
         self, method: str, url: Any, *, read: bool = True, **kwargs: Any
     ) -> aiohttp.ClientResponse:
         """Send a request under the policy, like ``ClientSession.request`` (awaited)."""
-        policy = self._policy
         headers = kwargs.get("headers")
         if headers is not None and not isinstance(headers, Mapping):
             headers = dict(headers)
-        idempotent = is_idempotent(method, headers, policy)
-        replayable = _replayable(kwargs)
-        run = start(
-            policy,
+        exchange = Exchange(
+            self._policy,
             method,
             str(url),
-            idempotent=idempotent,
+            headers,
             buffered=read,
-            replayable=replayable,
+            replayable=_replayable(kwargs),
             limits=self.idle_limits,
+            guards=self.guards,
         )
 
         async def attempt(a: AttemptContext) -> aiohttp.ClientResponse:
-            a.facts = progress = Progress()
-            token = current.set(progress)
+            progress, token = exchange.begin(a)
             try:
                 response = await self.session.request(method, url, **kwargs)
                 # The head arrived. How much was written is not reported (a tracing
@@ -216,22 +209,13 @@ class RetrySession:
                         response.close()
                         raise
             finally:
-                current.reset(token)
-            observe(
-                self.idle_limits,
-                progress,
-                response.headers.get("Keep-Alive"),
-                _origin(response.url),
-            )
-            retry_after = response.headers.get("Retry-After")
-            status = response.status
-            if offer_status(
-                a, policy, status, retry_after, idempotent=idempotent, replayable=replayable
-            ):
+                exchange.end(token)
+            origin = origin_of(str(response.url))
+            if exchange.answered(a, progress, response.status, response.headers, origin):
                 response.release()
             return response
 
-        return await adrive(run, attempt)
+        return await adrive(exchange.run, attempt)
 
     async def get(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
         return await self.request("GET", url, **kwargs)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import httpcore
@@ -25,9 +25,10 @@ from .._drivers import AttemptContext, adrive, drive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
-from ._idle import IdleLimits
-from ._rules import HTTPPolicy, Progress, is_idempotent
-from ._run import current, observe, offer_status, resolve_policy, start
+from ._guards import OriginGuards
+from ._idle import IdleLimits, expires_at, origin_of
+from ._rules import HTTPPolicy, Progress
+from ._run import Exchange, current, resolve_policy
 
 __all__ = [
     "BUFFER_EXTENSION",
@@ -67,8 +68,7 @@ def _limits(policy: HTTPPolicy, limits: httpx.Limits | None) -> httpx.Limits:
 
 
 def _origin(url: httpx.URL) -> str:
-    port = url.port or (443 if url.scheme == "https" else 80)
-    return f"{url.host}:{port}"
+    return origin_of(str(url))
 
 
 # --------------------------------------------------------------------------- sockets
@@ -98,12 +98,9 @@ class _Conn:
 
     def due(self) -> float | None:
         """When this connection passes its idle limit or its max age (None: never)."""
-        limit = self.limits.limit(self.origin)
-        due = None if limit is None else self.last_used + limit
-        if self.max_age is not None:
-            aged = self.created + self.max_age
-            due = aged if due is None else min(due, aged)
-        return due
+        return expires_at(
+            self.last_used, self.created, self.limits.limit(self.origin), self.max_age
+        )
 
     def bind(self, progress: Progress) -> None:
         """The first write of an attempt: record whether this connection is reused."""
@@ -127,10 +124,8 @@ class _Conn:
         """httpcore asks before reusing an idle connection; True makes it discard the connection."""
         now = _monotonic()
         idle = now - self.last_used
-        limit = self.limits.limit(self.origin)
-        if (limit is not None and idle > limit) or (
-            self.max_age is not None and now - self.created > self.max_age
-        ):
+        due = self.due()
+        if due is not None and now > due:
             if hooks_active():
                 emit(
                     ConnectionEvent(name="httpx", action="expired", peer=self.origin, idle_age=idle)
@@ -384,11 +379,19 @@ def _track_body(request: httpx.Request) -> _OnceStream | _AsyncOnceStream | None
     return tracked
 
 
-def _replayable(body: _OnceStream | _AsyncOnceStream | None) -> Callable[[], bool]:
-    """Whether the request body can be sent again (bytes, or a stream not yet started)."""
-    if body is None:
-        return _always
-    return lambda: not body.started
+def _exchange(transport: _Base, request: httpx.Request, buffered: bool) -> Exchange:
+    """The request's translation for the engine (see :class:`~resetguard.http._run.Exchange`)."""
+    body = _track_body(request)
+    return Exchange(
+        transport._policy,
+        request.method,
+        str(request.url),
+        request.headers,
+        buffered=buffered,
+        replayable=_always if body is None else lambda: not body.started,
+        limits=transport.idle_limits,
+        guards=transport.guards,
+    )
 
 
 def _always() -> bool:
@@ -424,11 +427,14 @@ async def _abuffer(response: httpx.Response) -> None:
 class _Base:
     _policy: HTTPPolicy
     idle_limits: IdleLimits
+    guards: OriginGuards
 
     def _setup(self, policy: HTTPPolicy | None, retry: Retry | None) -> None:
         self._policy = resolve_policy(policy, retry)
         #: Per-origin idle limits (configured, server hints, learned); see ``snapshot()``.
         self.idle_limits = IdleLimits(self._policy.idle_timeout, learn=self._policy.learn_idle)
+        #: The client's retry budget and per-origin breakers (``states()``, ``statistics()``).
+        self.guards = OriginGuards(self._policy)
 
     @property
     def policy(self) -> HTTPPolicy:
@@ -526,42 +532,24 @@ class RetryTransport(_Base, httpx.BaseTransport):
         return again
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        policy = self._policy
-        idempotent = is_idempotent(request.method, request.headers, policy)
         buffered = bool(request.extensions.get(BUFFER_EXTENSION))
-        replayable = _replayable(_track_body(request))
-        run = start(
-            policy,
-            request.method,
-            str(request.url),
-            idempotent=idempotent,
-            buffered=buffered,
-            replayable=replayable,
-            limits=self.idle_limits,
-        )
+        exchange = _exchange(self, request, buffered)
 
         def attempt(a: AttemptContext) -> httpx.Response:
-            a.facts = progress = Progress()
-            token = current.set(progress)
+            progress, token = exchange.begin(a)
             try:
                 response = self._inner.handle_request(request)
                 if buffered:
                     _buffer(response)
             finally:
-                current.reset(token)
+                exchange.end(token)
                 self._reap_later(progress.peer)
-            observe(
-                self.idle_limits, progress, response.headers.get("keep-alive"), _origin(request.url)
-            )
-            retry_after = response.headers.get("retry-after")
-            status = response.status_code
-            if offer_status(
-                a, policy, status, retry_after, idempotent=idempotent, replayable=replayable
-            ):
+            origin = _origin(request.url)
+            if exchange.answered(a, progress, response.status_code, response.headers, origin):
                 response.close()
             return response
 
-        return drive(run, attempt)
+        return drive(exchange.run, attempt)
 
     def close(self) -> None:
         self._inner.close()
@@ -601,41 +589,23 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
         self.instrumented = _instrument(transport, self.idle_limits, self._policy.max_age)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        policy = self._policy
-        idempotent = is_idempotent(request.method, request.headers, policy)
         buffered = bool(request.extensions.get(BUFFER_EXTENSION))
-        replayable = _replayable(_track_body(request))
-        run = start(
-            policy,
-            request.method,
-            str(request.url),
-            idempotent=idempotent,
-            buffered=buffered,
-            replayable=replayable,
-            limits=self.idle_limits,
-        )
+        exchange = _exchange(self, request, buffered)
 
         async def attempt(a: AttemptContext) -> httpx.Response:
-            a.facts = progress = Progress()
-            token = current.set(progress)
+            progress, token = exchange.begin(a)
             try:
                 response = await self._inner.handle_async_request(request)
                 if buffered:
                     await _abuffer(response)
             finally:
-                current.reset(token)
-            observe(
-                self.idle_limits, progress, response.headers.get("keep-alive"), _origin(request.url)
-            )
-            retry_after = response.headers.get("retry-after")
-            status = response.status_code
-            if offer_status(
-                a, policy, status, retry_after, idempotent=idempotent, replayable=replayable
-            ):
+                exchange.end(token)
+            origin = _origin(request.url)
+            if exchange.answered(a, progress, response.status_code, response.headers, origin):
                 await response.aclose()
             return response
 
-        return await adrive(run, attempt)
+        return await adrive(exchange.run, attempt)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -15,7 +15,6 @@ import time
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -26,9 +25,10 @@ from .._drivers import AttemptContext, drive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
-from ._idle import IdleLimits
-from ._rules import HTTPPolicy, Progress, is_idempotent
-from ._run import current, observe, offer_status, resolve_policy, start
+from ._guards import OriginGuards
+from ._idle import IdleLimits, expires_at, origin_of
+from ._rules import HTTPPolicy, Progress
+from ._run import Exchange, current, resolve_policy
 
 __all__ = ["DEFAULT_TIMEOUT", "RetryAdapter", "Session"]
 
@@ -154,10 +154,8 @@ class _ExpiringPool:
             now = _monotonic()
             idle = now - conn._rg_last_used
             limit = self._rg_limits.limit(origin)
-            max_age = self._rg_max_age
-            if (limit is not None and idle > limit) or (
-                max_age is not None and now - conn._rg_created > max_age
-            ):
+            due = expires_at(conn._rg_last_used, conn._rg_created, limit, self._rg_max_age)
+            if due is not None and now > due:
                 conn.close()
                 if hooks_active():
                     emit(
@@ -192,10 +190,7 @@ class _ExpiringPool:
                 if conn is None or conn.sock is None or not conn._rg_in_pool:
                     continue
                 last = conn._rg_last_used
-                due = None if limit is None or last is None else last + limit
-                if max_age is not None:
-                    aged = conn._rg_created + max_age
-                    due = aged if due is None else min(due, aged)
+                due = expires_at(last, conn._rg_created, limit, max_age)
                 if due is None:
                     continue
                 if due < now:
@@ -269,12 +264,6 @@ class _Body:
         return True
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{parts.hostname}:{port}"
-
-
 class RetryAdapter(HTTPAdapter):
     """A requests ``HTTPAdapter`` that retries when it is safe and expires idle connections.
 
@@ -306,7 +295,7 @@ class RetryAdapter(HTTPAdapter):
         self._policy = resolve_policy(policy, retry)
         #: Per-origin idle limits (configured, server hints, learned).
         self.idle_limits = IdleLimits(self._policy.idle_timeout, learn=self._policy.learn_idle)
-        self._rg_setup()
+        self._rg_setup(self._policy)
         super().__init__(
             pool_connections=pool_connections,
             pool_maxsize=pool_maxsize,
@@ -326,10 +315,13 @@ class RetryAdapter(HTTPAdapter):
         # What was learned about origins is not pickled: a new process starts afresh.
         policy = state.get("_policy") or HTTPPolicy()
         self.idle_limits = IdleLimits(policy.idle_timeout, learn=policy.learn_idle)
-        self._rg_setup()
+        self._rg_setup(policy)
         super().__setstate__(state)  # type: ignore[misc]
 
-    def _rg_setup(self) -> None:
+    def _rg_setup(self, policy: HTTPPolicy) -> None:
+        #: The adapter's retry budget and per-origin breakers (``states()``, ``statistics()``);
+        #: not pickled: a new process starts with closed breakers and a fresh budget.
+        self.guards = OriginGuards(policy)
         self._reap_due: float | None = None
         self._pools: weakref.WeakSet[_ExpiringPool] = weakref.WeakSet()
 
@@ -373,25 +365,22 @@ class RetryAdapter(HTTPAdapter):
         cert: Any = None,
         proxies: Any = None,
     ) -> requests.Response:
-        policy = self._policy
-        method = request.method or "GET"
-        idempotent = is_idempotent(method, request.headers, policy)
         body = _Body(request)
         url = request.url or ""
         buffered = not stream
-        run = start(
-            policy,
-            method,
+        exchange = Exchange(
+            self._policy,
+            request.method or "GET",
             url,
-            idempotent=idempotent,
+            request.headers,
             buffered=buffered,
             replayable=body.replay,
             limits=self.idle_limits,
+            guards=self.guards,
         )
 
         def attempt(a: AttemptContext) -> requests.Response:
-            a.facts = progress = Progress()
-            token = current.set(progress)
+            progress, token = exchange.begin(a)
             try:
                 response = super(RetryAdapter, self).send(
                     request,
@@ -404,17 +393,13 @@ class RetryAdapter(HTTPAdapter):
                 if buffered:
                     response.content  # noqa: B018 - read in the attempt: a reset mid-body is retried
             finally:
-                current.reset(token)
-            observe(self.idle_limits, progress, response.headers.get("Keep-Alive"), _origin(url))
-            retry_after = response.headers.get("Retry-After")
-            status = response.status_code
-            if offer_status(
-                a, policy, status, retry_after, idempotent=idempotent, replayable=body.replay
-            ):
+                exchange.end(token)
+            status, headers = response.status_code, response.headers
+            if exchange.answered(a, progress, status, headers, origin_of(url)):
                 response.close()
             return response
 
-        return drive(run, attempt)
+        return drive(exchange.run, attempt)
 
 
 class Session(requests.Session):

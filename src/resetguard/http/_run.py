@@ -1,9 +1,8 @@
 """What the HTTP transports tell the retry engine, written once for all of them.
 
-Each transport runs its request on the core engine (``resetguard._drivers``); this module
-translates HTTP's facts into it: :class:`HttpJudge` plugs Go's rules (``_rules.decide``) into
-the engine's decision, :func:`start` builds the engine run for one request,
-:func:`observe` feeds the idle limits from a response, and :func:`offer_status` offers a
+Each transport runs its request on the core engine (``resetguard._drivers``); an
+:class:`Exchange` translates HTTP's facts into it: it plugs Go's rules (``_rules.decide``)
+into the engine's decision, feeds the idle limits from each response, and offers a
 retryable status (429, 503, …) to the engine. History, notes, events, the budget, the
 breaker ticket and the waits are the engine's.
 """
@@ -12,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar, Token
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,13 +24,15 @@ from .._events import ConnectionEvent, emit, hooks_active
 from .._exceptions import ResetGuardError
 from .._policy import RetryPolicy
 from .._retry import Retry
-from ._idle import IdleLimits
+from ._guards import OriginGuards
+from ._idle import IdleLimits, origin_of
 from ._rules import _STALE_KINDS as STALE_KINDS
 from ._rules import (
     HTTPPolicy,
     Progress,
     Sent,
     decide,
+    is_idempotent,
     parse_keep_alive,
     parse_retry_after,
     retry_status,
@@ -40,15 +41,12 @@ from ._rules import (
 __all__ = [
     "STALE_KINDS",
     "STALE_REPLAYS",
-    "HttpJudge",
+    "Exchange",
     "RetryableStatus",
     "current",
-    "observe",
     "outcome_unknown",
     "resolve_policy",
-    "offer_status",
     "safe_url",
-    "start",
 ]
 
 _log = logging.getLogger("resetguard.http")
@@ -116,29 +114,91 @@ def _phase(progress: Progress, failure: Failure) -> Phase:
     return failure.phase
 
 
-class HttpJudge:
-    """Go's rules for one request, plugged into the engine (see ``_rules.decide``).
+class Exchange:
+    """One request on the engine: the translation every HTTP transport shares.
 
-    The engine hands it each failed attempt's :class:`~resetguard.AttemptContext`, whose
-    ``facts`` is the attempt's :class:`Progress`.
+    It is the request's :class:`~resetguard._engine.Judge` (Go's rules, from each attempt's
+    :class:`Progress`) and builds the engine :attr:`run`. A transport's attempt calls
+    :meth:`begin` before sending, :meth:`end` after, and :meth:`answered` with the response.
     """
 
-    __slots__ = ("buffered", "idempotent", "limits", "policy", "replayable")
+    __slots__ = ("buffered", "idempotent", "limits", "policy", "replayable", "run")
 
     def __init__(
         self,
         policy: HTTPPolicy,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
         *,
-        idempotent: bool,
         buffered: bool,
         replayable: Callable[[], bool],
         limits: IdleLimits,
+        guards: OriginGuards,
     ) -> None:
         self.policy = policy
-        self.idempotent = idempotent
+        self.idempotent = is_idempotent(method, headers, policy)
         self.buffered = buffered
         self.replayable = replayable
         self.limits = limits
+        retry = policy.retry
+        #: the engine run of this request (the budget counted it when it was built)
+        self.run = Run(
+            retry,
+            label=retry.name or f"{method} {safe_url(url)}",
+            judge=self,
+            free_replays=STALE_REPLAYS,
+            logger=_log,
+            breaker=guards.breaker(origin_of(url)),
+            budget=guards.budget,
+            patience=policy.patience,
+        )
+
+    # ------------------------------------------------------------------ the attempt
+
+    def begin(self, attempt: AttemptContext) -> tuple[Progress, Token[Progress | None]]:
+        """Before sending: a fresh :class:`Progress`, made current for the sockets."""
+        attempt.facts = progress = Progress()
+        return progress, current.set(progress)
+
+    @staticmethod
+    def end(token: Token[Progress | None]) -> None:
+        """After sending (whatever happened)."""
+        current.reset(token)
+
+    def answered(
+        self,
+        attempt: AttemptContext,
+        progress: Progress,
+        status: int,
+        headers: Mapping[str, str],
+        origin: str,
+    ) -> bool:
+        """A response arrived. Learns from its ``Keep-Alive`` hint and from a reuse that
+        worked, then offers its status to the engine: True when the engine schedules
+        another attempt (the transport then discards the response).
+
+        ``origin`` keys the hint when the attempt did not record the dialled peer. Only
+        idempotent requests whose body can be sent again are retried on a status, only for
+        the policy's ``status_codes``; ``Retry-After`` is honoured, clamped to the deadline.
+        """
+        limits = self.limits
+        keep_alive = headers.get("keep-alive")
+        if keep_alive is not None:
+            seconds = parse_keep_alive(keep_alive)
+            if seconds is not None:
+                limits.hint(progress.peer or origin, seconds)
+        if progress.reused and progress.idle_age is not None and progress.peer:
+            limits.alive(progress.peer, progress.idle_age)
+        policy = self.policy
+        if not retry_status(status, idempotent=self.idempotent, policy=policy):
+            return False
+        if not self.replayable():
+            return False
+        asked = parse_retry_after(headers.get("retry-after"), time.time())
+        return attempt.retry_result(RetryableStatus(status, asked), asked)
+
+    # ------------------------------------------------------------------ the judge
 
     def failure(self, exc: BaseException, failure: Failure | None, facts: Any) -> Failure | None:
         progress: Progress | None = getattr(facts, "facts", None)
@@ -187,62 +247,3 @@ class HttpJudge:
             stale_opt_in=http.retry_stale_non_idempotent,
             mid_body=http.retry_mid_body,
         )
-
-
-def start(
-    policy: HTTPPolicy,
-    method: str,
-    url: str,
-    *,
-    idempotent: bool,
-    buffered: bool,
-    replayable: Callable[[], bool],
-    limits: IdleLimits,
-) -> Run:
-    """The engine run for one request (counted by the budget now)."""
-    retry = policy.retry
-    judge = HttpJudge(
-        policy, idempotent=idempotent, buffered=buffered, replayable=replayable, limits=limits
-    )
-    return Run(
-        retry,
-        label=retry.name or f"{method} {safe_url(url)}",
-        judge=judge,
-        free_replays=STALE_REPLAYS,
-        logger=_log,
-    )
-
-
-def observe(limits: IdleLimits, progress: Progress, keep_alive: str | None, origin: str) -> None:
-    """A response arrived: learn from its ``Keep-Alive`` hint and from a reuse that worked.
-
-    ``origin`` keys the hint when the attempt did not record the dialled peer.
-    """
-    if keep_alive is not None:
-        seconds = parse_keep_alive(keep_alive)
-        if seconds is not None:
-            limits.hint(progress.peer or origin, seconds)
-    if progress.reused and progress.idle_age is not None and progress.peer:
-        limits.alive(progress.peer, progress.idle_age)
-
-
-def offer_status(
-    attempt: AttemptContext,
-    policy: HTTPPolicy,
-    status: int,
-    retry_after: str | None,
-    *,
-    idempotent: bool,
-    replayable: Callable[[], bool],
-) -> bool:
-    """Offer a response's status to the engine: True when it schedules another attempt
-    (the transport then discards the response), False when the response goes to the caller.
-
-    Only idempotent requests whose body can be sent again are retried on a status, and
-    only for the policy's ``status_codes``; ``Retry-After`` is honoured, clamped to the
-    deadline.
-    """
-    if not retry_status(status, idempotent=idempotent, policy=policy) or not replayable():
-        return False
-    asked = parse_retry_after(retry_after, time.time())
-    return attempt.retry_result(RetryableStatus(status, asked), asked)
