@@ -18,7 +18,8 @@ _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_db_exactly_o
 
 def _bench() -> Any:
     spec = importlib.util.spec_from_file_location("bench_db_exactly_once", _PATH)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
