@@ -160,7 +160,11 @@ def test_idle_timeout_is_survived(scenario: Scenario) -> None:
     assert 1 <= len(runs) <= 2
 
 
-@pytest.mark.parametrize("scenario", ["psycopg", "pymysql"], indirect=True)
+@pytest.mark.parametrize(
+    "scenario",
+    ["psycopg", "pymysql", "asyncpg", "sqlalchemy-psycopg", "sqlalchemy-asyncpg"],
+    indirect=True,
+)
 def test_events_tell_the_monitor(scenario: Scenario, admin: Any) -> None:
     seen: list[resetguard.Event] = []
     resetguard.add_hook(seen.append)
@@ -179,8 +183,11 @@ def test_events_tell_the_monitor(scenario: Scenario, admin: Any) -> None:
     assert _ok(result) == 2
     assert runs == [1, 2]
     lost = [e for e in seen if isinstance(e, resetguard.ConnectionEvent)]
+    assert len(lost) == 2, lost  # the kill, the reset at COMMIT: each reported once
     codes = {e.failure.code for e in lost if e.failure is not None}
-    assert codes & {"57P01", "2013"}, codes  # the server kill, with the driver's code
+    # the server kill, with the driver's code (asyncpg: 08003, assigned client-side; under
+    # SQLAlchemy asyncpg's adapter keeps no code)
+    assert codes & {"57P01", "2013", "08003"} or scenario.driver.name == "sqlalchemy-asyncpg"
     assert any(isinstance(e, resetguard.RetryScheduled) for e in seen)  # the unit rerun
     resolved = [e for e in seen if type(e).__name__ == "OutcomeResolved"]
     assert [e.outcome for e in resolved] == ["done"]
@@ -228,3 +235,33 @@ async def _maybe_await(x: Any) -> Any:
     import inspect
 
     return await x if inspect.isawaitable(x) else x
+
+
+def test_sqlalchemy_engine_reports_lost_connections_outside_units(admin: Any) -> None:
+    """After resetguard.db has seen an engine, its handle_error listener reports a lost
+    connection on any statement of that engine, with the driver's code, and SQLAlchemy
+    invalidates the connection."""
+    import sqlalchemy as sa
+
+    import resetguard.db as db
+
+    engine = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test", pool_size=1)
+    seen: list[resetguard.Event] = []
+    try:
+        db.execute(engine, "SELECT 1", readonly=True)
+        resetguard.add_hook(seen.append)
+        with engine.connect() as conn:
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            admin.kill("pg", pid)
+            with pytest.raises(sa.exc.OperationalError) as caught:
+                conn.exec_driver_sql("SELECT 1")
+        assert caught.value.connection_invalidated
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
+    finally:
+        resetguard.remove_hook(seen.append)
+        engine.dispose()
+    lost = [e for e in seen if isinstance(e, resetguard.ConnectionEvent)]
+    assert [(e.name, e.failure.code if e.failure else None) for e in lost] == [
+        ("sqlalchemy", "57P01")
+    ]

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import weakref
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
+from .._classify import Kind, classify
+from .._events import ConnectionEvent, emit, hooks_active
 from ._keys import (
     MYSQL_FORMAT,
     MYSQL_NAMED,
@@ -29,7 +32,15 @@ from ._keys import (
     pg_claim_and_commit,
 )
 
-__all__ = ["AsyncOps", "AsyncSource", "SyncOps", "SyncSource", "async_source", "sync_source"]
+__all__ = [
+    "AsyncOps",
+    "AsyncSource",
+    "SyncOps",
+    "SyncSource",
+    "async_source",
+    "sync_source",
+    "watch_engine",
+]
 
 Params = Sequence[Any] | Mapping[str, Any] | None
 
@@ -46,6 +57,7 @@ class SyncOps:
     """Transaction steps on one connection class (psycopg ``Connection``)."""
 
     name = "psycopg"
+    reports_loss = True  # False: the library's own events report a lost connection
 
     def dialect(self, conn: Any) -> Dialect:
         return PG_FORMAT
@@ -104,6 +116,7 @@ class _PyMySQLOps(SyncOps):
 
 class _SqlAlchemyOps(SyncOps):
     name = "sqlalchemy"
+    reports_loss = False  # watch_engine's handle_error listener does
     claim_and_commit = SyncOps._claim_then_commit
 
     def dialect(self, conn: Any) -> Dialect:
@@ -194,7 +207,47 @@ class _PyMySQLConnectionSource(SyncSource):
             ops.discard(conn)
 
 
+# Faults after which a connection cannot be used again.
+_BROKEN = frozenset({Kind.RESET, Kind.BROKEN_PIPE, Kind.ABORTED, Kind.CLOSED})
+_watched: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def watch_engine(engine: Any) -> None:
+    """Listen to a SQLAlchemy engine's ``handle_error`` event (once per engine).
+
+    A connection fault resetguard recognises is marked a disconnect, so SQLAlchemy
+    invalidates the connection instead of returning it to its pool, and the monitor gets a
+    ``ConnectionEvent(name="sqlalchemy", action="failed")`` with the driver's code: for every
+    statement on the engine, not only inside resetguard's units.
+    """
+    sync_engine = getattr(engine, "sync_engine", engine)  # an AsyncEngine's events live there
+    if sync_engine in _watched:
+        return
+    from sqlalchemy import event
+
+    if not event.contains(sync_engine, "handle_error", _on_sqlalchemy_error):
+        event.listen(sync_engine, "handle_error", _on_sqlalchemy_error)
+    _watched.add(sync_engine)
+
+
+def _on_sqlalchemy_error(context: Any) -> None:
+    failure = classify(context.original_exception)
+    if failure is None and context.sqlalchemy_exception is not None:
+        # asyncpg under SQLAlchemy: its adapter class hides the driver's error
+        failure = classify(context.sqlalchemy_exception)
+    if failure is None:
+        return
+    if failure.kind in _BROKEN and not context.is_disconnect:
+        context.is_disconnect = True
+    if hooks_active():
+        emit(ConnectionEvent(name="sqlalchemy", action="failed", failure=failure))
+
+
 class _SqlAlchemyEngineSource(SyncSource):
+    def __init__(self, target: Any) -> None:
+        SyncSource.__init__(self, target)
+        watch_engine(target)
+
     def acquire(self) -> Any:
         return self.target.connect()
 
@@ -234,6 +287,7 @@ class AsyncOps:
     """Transaction steps on one async connection class (psycopg ``AsyncConnection``)."""
 
     name = "psycopg"
+    reports_loss = True
 
     def dialect(self, conn: Any) -> Dialect:
         return PG_FORMAT
@@ -338,6 +392,7 @@ class _AiomysqlOps(AsyncOps):
 
 class _AsyncSqlAlchemyOps(AsyncOps):
     name = "sqlalchemy"
+    reports_loss = False
     claim_and_commit = AsyncOps._claim_then_commit
 
     def dialect(self, conn: Any) -> Dialect:
@@ -430,6 +485,10 @@ class _AiomysqlPoolSource(AsyncSource):
 
 
 class _AsyncEngineSource(AsyncSource):
+    def __init__(self, target: Any) -> None:
+        AsyncSource.__init__(self, target)
+        watch_engine(target)
+
     async def acquire(self) -> Any:
         return await self.target.connect()
 

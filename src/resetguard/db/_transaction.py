@@ -71,13 +71,13 @@ def _check_policy(policy: object) -> None:
         raise TypeError(f"policy must be a resetguard.Retry, got {policy!r}")
 
 
-def _lost(ops_name: str, exc: BaseException) -> bool:
+def _lost(ops: SyncOps | AsyncOps, exc: BaseException) -> bool:
     """Whether ``exc`` broke the connection (a connection fault); tells the monitor."""
     failure = classify(exc)
     if failure is None:
         return False
-    if hooks_active():
-        emit(ConnectionEvent(name=ops_name, action="failed", failure=failure))
+    if ops.reports_loss and hooks_active():
+        emit(ConnectionEvent(name=ops.name, action="failed", failure=failure))
     return True
 
 
@@ -86,12 +86,12 @@ def _lost(ops_name: str, exc: BaseException) -> bool:
 
 def _sync_release_after(source: SyncSource, ops: SyncOps, conn: Any, exc: BaseException) -> None:
     # an interrupt or a connection fault leaves the session in an unknown state: discard it
-    broken = not isinstance(exc, Exception) or _lost(ops.name, exc)
+    broken = not isinstance(exc, Exception) or _lost(ops, exc)
     if not broken:
         try:
             ops.rollback(conn)
         except Exception as rollback_error:
-            _lost(ops.name, rollback_error)
+            _lost(ops, rollback_error)
             broken = True
     source.release(conn, ops, broken=broken)
 
@@ -319,12 +319,12 @@ def purge_keys(pool: object, older_than: float, *, key_table: str = DEFAULT_KEY_
 async def _async_release_after(
     source: AsyncSource, ops: AsyncOps, conn: Any, exc: BaseException
 ) -> None:
-    broken = not isinstance(exc, Exception) or _lost(ops.name, exc)
+    broken = not isinstance(exc, Exception) or _lost(ops, exc)
     if not broken:
         try:
             await ops.rollback(conn)
         except Exception as rollback_error:
-            _lost(ops.name, rollback_error)
+            _lost(ops, rollback_error)
             broken = True
     await source.release(conn, ops, broken=broken)
 
