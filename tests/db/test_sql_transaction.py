@@ -265,3 +265,24 @@ def test_sqlalchemy_engine_reports_lost_connections_outside_units(admin: Any) ->
     assert [(e.name, e.failure.code if e.failure else None) for e in lost] == [
         ("sqlalchemy", "57P01")
     ]
+
+
+def test_default_policy_opens_a_breaker_per_pool(unused_port: int) -> None:
+    """A database that refuses every connection: the pool's own breaker opens, and later
+    calls fail at once with CircuitOpen instead of spending their attempts."""
+    import psycopg
+
+    import resetguard.db as db
+
+    def connect() -> Any:
+        return psycopg.connect(f"host=127.0.0.1 port={unused_port} dbname=test user=postgres")
+
+    raised: list[BaseException] = []
+    for _ in range(4):
+        try:
+            db.transaction(connect, lambda conn: None)
+        except Exception as exc:
+            raised.append(exc)
+    assert isinstance(raised[0], psycopg.OperationalError)
+    assert isinstance(raised[-1], resetguard.CircuitOpen)
+    assert "test_default_policy_opens_a_breaker_per_pool" in str(raised[-1])

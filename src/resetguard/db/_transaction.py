@@ -10,11 +10,12 @@ surface the unknown outcome. There is no loop, sleep or give-up here.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from .. import Resolution, Retry, classify
+from .. import CircuitBreaker, Resolution, Retry, RetryBudget, classify
 from .._events import ConnectionEvent, emit, hooks_active
 from . import _pools
 from ._keys import (
@@ -46,6 +47,53 @@ R = TypeVar("R")
 _TRANSACTION = Retry(name="db.transaction", idempotent=None)
 _READ = Retry(name="db.read", idempotent=True)
 _WRITE = Retry(name="db.write", idempotent=False)
+
+
+class _Defaults:
+    """The default policies of one pool: its own retry budget and circuit breaker
+    (DESIGN 3.3), so a database outage is not multiplied by reruns and, once the breaker
+    opens, calls fail at once with CircuitOpen instead of each waiting for its attempts."""
+
+    __slots__ = ("read", "transaction", "write")
+
+    def __init__(self, pool: object) -> None:
+        # named after the pool's class (a connect function: the function); never its DSN
+        named = pool if inspect.isfunction(pool) else type(pool)
+        label = f"db:{named.__module__.split('.')[0]}.{named.__qualname__}"
+        budget, breaker = RetryBudget(label), CircuitBreaker(label)
+        self.transaction = dataclasses.replace(_TRANSACTION, budget=budget, breaker=breaker)
+        self.read = dataclasses.replace(_READ, budget=budget, breaker=breaker)
+        self.write = dataclasses.replace(_WRITE, budget=budget, breaker=breaker)
+
+
+_defaults: weakref.WeakKeyDictionary[Any, _Defaults] = weakref.WeakKeyDictionary()
+
+
+def _defaults_for(pool: object) -> _Defaults | None:
+    try:
+        found = _defaults.get(pool)
+        if found is None:
+            found = _defaults.setdefault(pool, _Defaults(pool))
+        return found
+    except TypeError:  # not weak-referenceable: the shared defaults, without guards
+        return None
+
+
+def _transaction_policy(pool: object, policy: Retry | None) -> Retry:
+    if policy is not None:
+        return policy
+    defaults = _defaults_for(pool)
+    return _TRANSACTION if defaults is None else defaults.transaction
+
+
+def _statement_policy(pool: object, policy: Retry | None, readonly: bool) -> Retry:
+    if policy is not None:
+        return policy
+    defaults = _defaults_for(pool)
+    if defaults is None:
+        return _READ if readonly else _WRITE
+    return defaults.read if readonly else defaults.write
+
 
 # Pools whose key table this process already created (CREATE TABLE IF NOT EXISTS once).
 _ensured: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
@@ -192,7 +240,7 @@ def transaction(
         source.release(conn, ops, broken=False)
         return result
 
-    chosen = policy or _TRANSACTION
+    chosen = _transaction_policy(pool, policy)
     resolve = None if key is None else _sync_resolver(source, table, key, chosen)
     result: R = chosen.run(attempt, resolve=resolve, raise_unknown=True)
     return result
@@ -263,7 +311,7 @@ def execute(
         source.release(conn, ops, broken=False)
         return result
 
-    chosen = policy or (_READ if readonly else _WRITE)
+    chosen = _statement_policy(pool, policy, readonly)
     return chosen.run(attempt, raise_unknown=True)
 
 
@@ -413,7 +461,7 @@ async def atransaction(
         await source.release(conn, ops, broken=False)
         return result
 
-    chosen = policy or _TRANSACTION
+    chosen = _transaction_policy(pool, policy)
     resolve = None if key is None else _async_resolver(source, table, key, chosen)
     return await chosen.arun(attempt, resolve=resolve, raise_unknown=True)
 
@@ -475,7 +523,7 @@ async def aexecute(
         await source.release(conn, ops, broken=False)
         return result
 
-    chosen = policy or (_READ if readonly else _WRITE)
+    chosen = _statement_policy(pool, policy, readonly)
     return await chosen.arun(attempt, raise_unknown=True)
 
 
