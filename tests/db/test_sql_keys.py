@@ -165,3 +165,42 @@ def test_keys_and_results_with_quotes_dollars_and_percents(key_table: str) -> No
                 await conn.close()
 
     assert asyncio.run(main()) == value
+
+
+@pytest.mark.parametrize("connect", [_pg, _my], ids=["postgres", "mariadb"])
+def test_concurrent_calls_with_one_key_apply_once(
+    connect: Any, key_table: str, admin: Admin
+) -> None:
+    """Two callers run the same keyed unit at the same moment (a client retrying while its
+    first request is still running): both units run, the second's key INSERT waits on the
+    first's row lock, then finds the key committed, rolls its own work back and returns
+    the first's result."""
+    import threading
+
+    kind = "pg" if connect is _pg else "my"
+    table = f"rg_cc_{uuid.uuid4().hex[:8]}"
+    admin.sql(kind, f"CREATE TABLE {table} (who varchar(16))")
+    db.ensure_key_table(connect, key_table=key_table)
+    both_inside = threading.Barrier(2, timeout=10)
+    results: dict[str, Any] = {}
+
+    def caller(who: str) -> None:
+        def unit(conn: Any) -> str:
+            with conn.cursor() as cur:
+                cur.execute(f"INSERT INTO {table} VALUES ('{who}')")
+            both_inside.wait()
+            return who
+
+        results[who] = db.transaction(connect, unit, key="same", key_table=key_table)
+
+    try:
+        threads = [threading.Thread(target=caller, args=(w,)) for w in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert results["a"] == results["b"]  # one result for both callers
+        rows = admin.sql(kind, f"SELECT who FROM {table}")
+        assert [r[0] for r in rows] == [results["a"]]  # one unit's work, the other undone
+    finally:
+        admin.sql(kind, f"DROP TABLE IF EXISTS {table}")
