@@ -1,7 +1,8 @@
 """Units of work and single statements on the retry engine.
 
-Each attempt takes a connection from the pool, runs BEGIN, the unit, the key INSERT, then
-declares its point of no return (``a.sent()``) and sends COMMIT. On a failure it discards
+Each attempt takes a connection from the pool, runs BEGIN and the unit, declares its point
+of no return (``a.sent()``) and sends COMMIT (with a key: the key's INSERT first, or on
+PostgreSQL in the same message as COMMIT). On a failure it discards
 the connection when the failure is a connection fault (never back to the pool), rolls back
 otherwise, and re-raises: the engine decides to rerun, resolve (the key check below) or
 surface the unknown outcome. There is no loop, sleep or give-up here.
@@ -111,7 +112,11 @@ def _key_check_policy(policy: Retry) -> Retry:
     """The policy of the key check after an unknown outcome: a read, so retried on any
     connection fault (the check's own connection may be reset too), through the engine."""
     name = f"{policy.name or 'db.transaction'}.key_check"
-    return dataclasses.replace(policy, idempotent=True, name=name, on_retry=None, on_giveup=None)
+    # no breaker: the failed attempt already reported to it, and a half-open breaker's
+    # single probe slot must not refuse the check that settles that attempt
+    return dataclasses.replace(
+        policy, idempotent=True, name=name, on_retry=None, on_giveup=None, breaker=None
+    )
 
 
 def _check_policy(policy: object) -> None:
