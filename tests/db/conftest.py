@@ -363,6 +363,9 @@ class Scenario:
         self.admin.sql(self.kind, f"DROP TABLE IF EXISTS {self.table}")
         self.admin.sql(self.kind, f"DROP TABLE IF EXISTS {self.keys}")
 
+    def _session_sql(self) -> str:
+        return "SELECT pg_backend_pid()" if self.kind == "pg" else "SELECT CONNECTION_ID()"
+
     def rows(self) -> int:
         return self.admin.count(self.kind, self.table, self.tag)
 
@@ -414,8 +417,8 @@ class Scenario:
 
             with d.opener(port, idle) as pool:
                 if warm_up:
-                    db.execute(pool, "SELECT 1", readonly=True)
-                    self.sessions.append("warm")
+                    rows = db.execute(pool, self._session_sql(), readonly=True)
+                    self.sessions.append(rows[0][0])
                     time.sleep(d.idle_wait)
                 try:
                     return db.transaction(pool, unit, **kwargs), runs
@@ -435,7 +438,8 @@ class Scenario:
         async def main() -> tuple[Any, list[int]]:
             async with d.opener(port, idle) as pool:
                 if warm_up:
-                    await db.aexecute(pool, "SELECT 1", readonly=True)
+                    rows = await db.aexecute(pool, self._session_sql(), readonly=True)
+                    self.sessions.append(rows[0][0])
                     await asyncio.sleep(d.idle_wait)
                 try:
                     return await db.atransaction(pool, aunit, **kwargs), runs

@@ -155,6 +155,8 @@ def test_idle_timeout_is_survived(scenario: Scenario) -> None:
     next unit still commits once, on a new session."""
     result, runs = scenario.run(policy=FAST, idle=True, warm_up=True)
     _ok(result)
+    warm, final = scenario.sessions[0], scenario.sessions[-1]
+    assert warm != final  # the server did end the idle session
     assert scenario.rows() == 1
     assert scenario.torn() == 0
     assert 1 <= len(runs) <= 2
