@@ -28,7 +28,7 @@ from tests.db.conftest import DRIVERS, MY, PG, Admin
 
 import resetguard.db as db
 
-COST_DRIVERS = ("psycopg", "asyncpg", "pymysql-conn", "aiomysql")
+COST_DRIVERS = ("psycopg", "asyncpg", "pymysql-conn", "pymysql-multi", "aiomysql")
 VARIANTS = ("by hand", "transaction()", "transaction(key=)")
 
 

@@ -159,6 +159,20 @@ def _pymysql_connection(port: int, idle: bool) -> Iterator[Any]:
         conn.close() if conn.open else None
 
 
+@contextlib.contextmanager
+def _pymysql_multi(port: int, idle: bool) -> Iterator[Any]:
+    import pymysql
+    from pymysql.constants import CLIENT
+
+    conn = pymysql.connect(
+        database="test", client_flag=CLIENT.MULTI_STATEMENTS, **_my_kwargs(port, idle)
+    )
+    try:
+        yield conn
+    finally:
+        conn.close() if conn.open else None
+
+
 @contextlib.asynccontextmanager
 async def _asyncpg_pool(port: int, idle: bool) -> AsyncIterator[Any]:
     import asyncpg
@@ -282,6 +296,15 @@ DRIVERS = {
             "my",
             False,
             _pymysql_connection,
+            _my_exec,
+            lambda c: c.thread_id(),
+            idle_wait=1.6,
+        ),
+        Driver(
+            "pymysql-multi",
+            "my",
+            False,
+            _pymysql_multi,
             _my_exec,
             lambda c: c.thread_id(),
             idle_wait=1.6,

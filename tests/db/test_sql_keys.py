@@ -204,3 +204,24 @@ def test_concurrent_calls_with_one_key_apply_once(
         assert [r[0] for r in rows] == [results["a"]]  # one unit's work, the other undone
     finally:
         admin.sql(kind, f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.mark.parametrize("multi", [False, True], ids=["one-statement", "multi-statements"])
+def test_mysql_keys_with_quotes_and_backslashes(key_table: str, multi: bool) -> None:
+    import pymysql
+    from pymysql.constants import CLIENT
+
+    conn = pymysql.connect(
+        host="127.0.0.1",
+        user="root",
+        password="",
+        database="test",
+        client_flag=CLIENT.MULTI_STATEMENTS if multi else 0,
+    )
+    key = "it's a \\ key; COMMIT; --"
+    value = {"note": "a'b \" %s ; DROP TABLE x"}
+    try:
+        assert db.transaction(conn, lambda c: value, key=key, key_table=key_table) == value
+        assert db.transaction(conn, lambda c: None, key=key, key_table=key_table) == value
+    finally:
+        conn.close()

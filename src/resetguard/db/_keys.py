@@ -24,6 +24,7 @@ __all__ = [
     "decode_result",
     "encode_result",
     "is_duplicate_key",
+    "mysql_claim_and_commit",
     "pg_claim_and_commit",
     "pg_literal",
 ]
@@ -100,6 +101,14 @@ def pg_claim_and_commit(table: str, key: str, payload: str) -> str:
     return (
         f"INSERT INTO {table} (idem_key, result) VALUES ({pg_literal(key)},"
         f" {pg_literal(payload)}); COMMIT"
+    )
+
+
+def mysql_claim_and_commit(table: str, key_literal: str, payload_literal: str) -> str:
+    """The key INSERT and COMMIT as one multi-statement message (literals quoted by the
+    driver's own ``escape()``, which honours the server's NO_BACKSLASH_ESCAPES)."""
+    return (
+        f"INSERT INTO {table} (idem_key, result) VALUES ({key_literal}, {payload_literal}); COMMIT"
     )
 
 

@@ -29,8 +29,11 @@ from ._keys import (
     PG_NAMED,
     PG_NUMERIC,
     Dialect,
+    mysql_claim_and_commit,
     pg_claim_and_commit,
 )
+
+_MULTI_STATEMENTS = 1 << 16  # MySQL's CLIENT_MULTI_STATEMENTS capability flag
 
 __all__ = [
     "AsyncOps",
@@ -100,7 +103,18 @@ class SyncOps:
 
 class _PyMySQLOps(SyncOps):
     name = "pymysql"
-    claim_and_commit = SyncOps._claim_then_commit
+
+    def claim_and_commit(self, conn: Any, table: str, key: str, payload: str, a: Any) -> None:
+        """One message when the connection allows multi-statements (PyMySQL's
+        ``client_flag=CLIENT.MULTI_STATEMENTS``); otherwise the INSERT, then COMMIT."""
+        if not conn.client_flag & _MULTI_STATEMENTS:
+            self._claim_then_commit(conn, table, key, payload, a)
+            return
+        a.sent()
+        with conn.cursor() as cur:
+            cur.execute(mysql_claim_and_commit(table, conn.escape(key), conn.escape(payload)))
+            while cur.nextset():  # read COMMIT's answer too: that is the commit confirmed
+                pass
 
     def dialect(self, conn: Any) -> Dialect:
         return MYSQL_FORMAT
@@ -372,7 +386,17 @@ class _AsyncpgOps(AsyncOps):
 
 class _AiomysqlOps(AsyncOps):
     name = "aiomysql"
-    claim_and_commit = AsyncOps._claim_then_commit
+
+    async def claim_and_commit(self, conn: Any, table: str, key: str, payload: str, a: Any) -> None:
+        """One message when multi-statements are on (aiomysql turns them on always)."""
+        if not conn.client_flag & _MULTI_STATEMENTS:
+            await self._claim_then_commit(conn, table, key, payload, a)
+            return
+        a.sent()
+        async with conn.cursor() as cur:
+            await cur.execute(mysql_claim_and_commit(table, conn.escape(key), conn.escape(payload)))
+            while await cur.nextset():
+                pass
 
     def dialect(self, conn: Any) -> Dialect:
         return MYSQL_FORMAT
