@@ -160,44 +160,63 @@ class Attempts:
         self._run = run
         self._current: AttemptContext | None = None
 
+    def _over(self) -> bool:
+        current = self._current
+        if current is not None and not current._exited:
+            _not_entered()
+        return self._run.done
+
+    def advance(self) -> AttemptContext | None:
+        """The next attempt, after the engine's wait (None when the call is over).
+
+        What ``for`` calls; :func:`drive` calls it directly (no ``StopIteration``).
+        """
+        if self._over():
+            return None
+        run = self._run
+        sleep = run.policy.sleep or time.sleep
+        delay = run.delay
+        if delay > 0:
+            run.delay = 0.0
+            sleep(delay)
+        if run.breaker is not None:
+            while (wait := run.admit()) is not None:
+                sleep(wait)
+        self._current = attempt = AttemptContext(run, run.attempt)
+        return attempt
+
+    async def aadvance(self) -> AttemptContext | None:
+        """The async twin of :meth:`advance`: waits in the running event loop."""
+        if self._over():
+            return None
+        run = self._run
+        sleep = run.policy.async_sleep or _clock.async_sleep
+        delay = run.delay
+        if delay > 0:
+            run.delay = 0.0
+            await sleep(delay)
+        if run.breaker is not None:
+            while (wait := run.admit()) is not None:
+                await sleep(wait)
+        self._current = attempt = AttemptContext(run, run.attempt)
+        return attempt
+
     def __iter__(self) -> Attempts:
         return self
 
     def __next__(self) -> AttemptContext:
-        run = self._run
-        current = self._current
-        if current is not None and not current._exited:
-            _not_entered()
-        if run.done:
+        attempt = self.advance()
+        if attempt is None:
             raise StopIteration
-        delay = run.delay
-        if delay > 0:
-            run.delay = 0.0
-            (run.policy.sleep or time.sleep)(delay)
-        if run.breaker is not None:
-            while (wait := run.admit()) is not None:
-                (run.policy.sleep or time.sleep)(wait)
-        self._current = attempt = AttemptContext(run, run.attempt)
         return attempt
 
     def __aiter__(self) -> Attempts:
         return self
 
     async def __anext__(self) -> AttemptContext:
-        run = self._run
-        current = self._current
-        if current is not None and not current._exited:
-            _not_entered()
-        if run.done:
+        attempt = await self.aadvance()
+        if attempt is None:
             raise StopAsyncIteration
-        delay = run.delay
-        if delay > 0:
-            run.delay = 0.0
-            await (run.policy.async_sleep or _clock.async_sleep)(delay)
-        if run.breaker is not None:
-            while (wait := run.admit()) is not None:
-                await (run.policy.async_sleep or _clock.async_sleep)(wait)
-        self._current = attempt = AttemptContext(run, run.attempt)
         return attempt
 
     def abandon(self, error: BaseException) -> None:
@@ -216,7 +235,8 @@ def _not_entered() -> None:
 def drive(run: Run, fn: Callable[[AttemptContext], R], resolve: Resolve | None = None) -> R:
     """Run ``fn(attempt)`` until the engine says the call is over; return its result."""
     result: Any = None
-    for attempt in Attempts(run, resolve):
+    attempts = Attempts(run, resolve)
+    while (attempt := attempts.advance()) is not None:
         with attempt:
             result = fn(attempt)
     value = run.value
@@ -228,7 +248,8 @@ async def adrive(
 ) -> R:
     """The async twin of :func:`drive` (asyncio or trio; cancellation is never caught)."""
     result: Any = None
-    async for attempt in Attempts(run, resolve):
+    attempts = Attempts(run, resolve)
+    while (attempt := await attempts.aadvance()) is not None:
         async with attempt:
             result = await fn(attempt)
     value = run.value

@@ -269,7 +269,9 @@ class Run:
     Args:
         policy: the :class:`~resetguard.Retry` in force.
         start: when the call began (the policy's clock); now when omitted.
-        label: names the call in notes, logs and events (default: ``policy.name``).
+        label: names the call in notes, logs and events (default: ``policy.name``); a
+            callable is called on first use (the HTTP label is built from the URL only
+            when something is reported).
         judge: safety rules other than the core's (the HTTP layer's).
         resolvable: a resolve hook will be asked about unknown outcomes.
         raise_unknown: surface an unknown outcome as :class:`~resetguard.OutcomeUnknown`
@@ -307,7 +309,7 @@ class Run:
         policy: RetryPolicy,
         start: float | None = None,
         *,
-        label: str = "",
+        label: str | Callable[[], str] = "",
         judge: Judge | None = None,
         resolvable: bool = False,
         raise_unknown: bool = False,
@@ -320,7 +322,7 @@ class Run:
         self.policy = policy
         self._clock: Callable[[], float] = policy.clock or _clock.monotonic
         self.start = self._clock() if start is None else start
-        self.label = label or policy.name
+        self._label = label or policy.name
         self.breaker = policy.breaker or breaker
         self.budget = budget = policy.budget or budget
         if patience is not None:
@@ -340,6 +342,14 @@ class Run:
             self._log = logger
         if start is None and budget is not None:
             budget._deposit()  # the budget counts each logical call once
+
+    @property
+    def label(self) -> str:
+        """The call's name in notes, logs and events."""
+        label = self._label
+        if not isinstance(label, str):
+            self._label = label = label()
+        return label
 
     # ------------------------------------------------------------------ breaker
 

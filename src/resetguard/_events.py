@@ -114,20 +114,30 @@ class RetrySucceeded(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerStateChanged(Event):
-    """A circuit breaker moved from ``old`` to ``new`` (``closed``/``open``/``half_open``)."""
+    """A circuit breaker moved from ``old`` to ``new`` (``closed``/``open``/``half_open``).
+
+    ``decided_by`` is ``"local"`` when this process decided the move, ``"fleet"`` when it
+    followed the shared state of a :mod:`resetguard.fleet` backend.
+    """
 
     old: str
     new: str
     reason: str
     at: float
+    decided_by: str = "local"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BudgetExhaustedEvent(Event):
-    """A retry budget refused a retry; the caller gets the original error."""
+    """A retry budget refused a retry; the caller gets the original error.
+
+    ``decided_by`` is ``"fleet"`` when a :mod:`resetguard.fleet` backend's shared budget
+    refused it, ``"local"`` otherwise (no backend, or the backend unreachable).
+    """
 
     balance: float
     exception: BaseException | None = None
+    decided_by: str = "local"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +146,8 @@ class ConnectionEvent(Event):
 
     ``action`` is ``"opened"``, ``"reused"``, ``"returned"``, ``"closed"``, ``"expired"`` or
     ``"failed"``; ``name`` is the source library (``"httpx"``, ``"requests"``, ``"socket"``…).
+    ``reason`` is the library's own word for why, when it gives one (pymongo's ``"idle"``,
+    ``"stale"``, ``"error"``; a failed heartbeat).
     """
 
     action: str
@@ -145,6 +157,7 @@ class ConnectionEvent(Event):
     bytes_received: int | None = None
     failure: Failure | None = None
     elapsed: float | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,7 +26,7 @@ from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
 from ._guards import OriginGuards
-from ._idle import IdleLimits, expires_at, origin_of
+from ._idle import IdleLimits, expires_at
 from ._rules import HTTPPolicy, Progress
 from ._run import Exchange, current, resolve_policy
 
@@ -346,12 +346,27 @@ class RetryAdapter(HTTPAdapter):
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
     ) -> None:
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._pool_classes()
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        """requests' proxy manager, whose pools get the same idle expiry and tracking.
+
+        Connections to an HTTP(S) proxy are pooled per proxy (and per target for CONNECT
+        tunnels), so they go stale like any other; SOCKS proxies keep urllib3's own pools.
+        """
+        fresh = proxy not in self.proxy_manager
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if fresh and not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = self._pool_classes()
+        return manager
+
+    def _pool_classes(self) -> dict[str, type]:
         extra = {
             "_rg_limits": self.idle_limits,
             "_rg_max_age": self._policy.max_age,
             "_rg_owner": weakref.ref(self),
         }
-        self.poolmanager.pool_classes_by_scheme = {
+        return {
             "http": type("ResetGuardHTTPPool", (_Pool,), extra),
             "https": type("ResetGuardHTTPSPool", (_SecurePool,), extra),
         }
@@ -394,8 +409,7 @@ class RetryAdapter(HTTPAdapter):
                     response.content  # noqa: B018 - read in the attempt: a reset mid-body is retried
             finally:
                 exchange.end(token)
-            status, headers = response.status_code, response.headers
-            if exchange.answered(a, progress, status, headers, origin_of(url)):
+            if exchange.answered(a, progress, response.status_code, response.headers):
                 response.close()
             return response
 
@@ -406,7 +420,9 @@ class Session(requests.Session):
     """A ``requests.Session`` with :class:`RetryAdapter` mounted for http and https.
 
     ``timeout`` (default :data:`DEFAULT_TIMEOUT`) applies to calls that pass none; set it
-    to ``None`` for requests' own "wait forever".
+    to ``None`` for requests' own "wait forever". Everything else is requests': proxies
+    from ``proxies=`` or the environment (``trust_env``), ``verify``, ``cert``, streamed
+    uploads, and adapters you ``mount()`` for a longer prefix (requests picks the longest).
 
     Example::
 
@@ -431,6 +447,11 @@ class Session(requests.Session):
         self.mount("https://", self.retry_adapter)
 
     __attrs__ = [*requests.Session.__attrs__, "timeout", "retry_adapter"]  # noqa: RUF012
+
+    @property
+    def idle_limits(self) -> IdleLimits:
+        """What :attr:`retry_adapter` knows about each origin's idle limit (``snapshot()``)."""
+        return self.retry_adapter.idle_limits
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         if kwargs.get("timeout") is None:

@@ -59,6 +59,7 @@ STALE_REPLAYS = 4
 #: The attempt the current thread / task is making; written by the instrumented sockets.
 current: ContextVar[Progress | None] = ContextVar("resetguard_http_progress", default=None)
 
+
 class RetryableStatus(ResetGuardError):
     """Stands for a retryable HTTP status (429, 503, …) in retry events and history."""
 
@@ -122,21 +123,25 @@ class Exchange:
     :meth:`begin` before sending, :meth:`end` after, and :meth:`answered` with the response.
     """
 
-    __slots__ = ("buffered", "idempotent", "limits", "policy", "replayable", "run")
+    __slots__ = ("buffered", "idempotent", "limits", "origin", "policy", "replayable", "run")
 
     def __init__(
         self,
         policy: HTTPPolicy,
         method: str,
-        url: str,
+        url: object,
         headers: Mapping[str, str] | None,
         *,
         buffered: bool,
         replayable: Callable[[], bool],
         limits: IdleLimits,
         guards: OriginGuards,
+        origin: str | None = None,
     ) -> None:
         self.policy = policy
+        #: ``host:port`` of the request's URL: the key of its breaker and of the limits it
+        #: teaches when the attempt did not record the dialled peer
+        self.origin = origin = origin or origin_of(str(url))
         self.idempotent = is_idempotent(method, headers, policy)
         self.buffered = buffered
         self.replayable = replayable
@@ -145,11 +150,11 @@ class Exchange:
         #: the engine run of this request (the budget counted it when it was built)
         self.run = Run(
             retry,
-            label=retry.name or f"{method} {safe_url(url)}",
+            label=retry.name or (lambda: f"{method} {safe_url(str(url))}"),
             judge=self,
             free_replays=STALE_REPLAYS,
             logger=_log,
-            breaker=guards.breaker(origin_of(url)),
+            breaker=guards.breaker(origin),
             budget=guards.budget,
             patience=policy.patience,
         )
@@ -172,14 +177,12 @@ class Exchange:
         progress: Progress,
         status: int,
         headers: Mapping[str, str],
-        origin: str,
     ) -> bool:
         """A response arrived. Learns from its ``Keep-Alive`` hint and from a reuse that
         worked, then offers its status to the engine: True when the engine schedules
         another attempt (the transport then discards the response).
 
-        ``origin`` keys the hint when the attempt did not record the dialled peer. Only
-        idempotent requests whose body can be sent again are retried on a status, only for
+        Only idempotent requests whose body can be sent again are retried on a status, only for
         the policy's ``status_codes``; ``Retry-After`` is honoured, clamped to the deadline.
         """
         limits = self.limits
@@ -187,7 +190,7 @@ class Exchange:
         if keep_alive is not None:
             seconds = parse_keep_alive(keep_alive)
             if seconds is not None:
-                limits.hint(progress.peer or origin, seconds)
+                limits.hint(progress.peer or self.origin, seconds)
         if progress.reused and progress.idle_age is not None and progress.peer:
             limits.alive(progress.peer, progress.idle_age)
         policy = self.policy
