@@ -4,7 +4,9 @@ resetguard.db docstrings name real functions."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,14 @@ BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 BLOCKS = BLOCK.findall((ROOT / PAGE).read_text())
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mysql]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_default_key_table(admin: Any) -> Iterator[None]:
+    """The examples use the default key table: drop it afterwards (shared servers)."""
+    yield
+    for kind in ("pg", "my"):
+        admin.sql(kind, "DROP TABLE IF EXISTS resetguard_keys")
 
 
 def test_page_has_examples() -> None:
