@@ -75,6 +75,7 @@ def test_reset_at_commit_without_key_is_unknown_after_one_run(
     assert isinstance(result, resetguard.OutcomeUnknown), repr(result)
     assert resetguard.outcome_unknown(result)
     assert result.__cause__ is not None  # the driver's own error
+    assert len(resetguard.history(result)) == 1  # the history is attached
     assert runs == [1]
     # "before": COMMIT never reached the server; "after": it committed, its reply was lost
     assert scenario.rows() == (0 if when == "before" else 1)
