@@ -181,28 +181,17 @@ class Progress:
     ``buffered``: the client reads the whole body before returning (not streamed).
     """
 
-    __slots__ = (
-        "bytes_received",
-        "bytes_sent",
-        "connected",
-        "idle_age",
-        "peer",
-        "received",
-        "reused",
-        "send_failed",
-        "write_done",
-    )
-
-    def __init__(self) -> None:
-        self.connected = False
-        self.reused: bool | None = None
-        self.idle_age: float | None = None
-        self.bytes_sent = 0
-        self.bytes_received = 0
-        self.send_failed = False
-        self.write_done = False
-        self.received: bool | None = None
-        self.peer = ""
+    # No __slots__ and no __init__: one is made per attempt, and class-level defaults
+    # cost nothing until an attempt records something.
+    connected = False
+    reused: bool | None = None
+    idle_age: float | None = None
+    bytes_sent = 0
+    bytes_received = 0
+    send_failed = False
+    write_done = False
+    received: bool | None = None
+    peer = ""
 
     def sent(self) -> Sent:
         """How much was written, as far as the transport saw."""
