@@ -97,13 +97,11 @@ def _wrap(p: Retry, fn: Callable[P, R]) -> Callable[P, R]:
     return fast_wrapper
 
 
-class _Decorator:
-    """What ``retry(...)`` returns: applies one frozen policy to any function."""
+class Decorates:
+    """Anything with a ``policy`` that decorates sync and async functions with it."""
 
-    __slots__ = ("policy",)
-
-    def __init__(self, policy: Retry) -> None:
-        self.policy = policy
+    __slots__ = ()
+    policy: Retry
 
     @overload
     def __call__(
@@ -114,7 +112,17 @@ class _Decorator:
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
 
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Decorate a sync or async function with the policy."""
         return _wrap(self.policy, fn)
+
+
+class _Decorator(Decorates):
+    """What ``retry(...)`` returns: applies one frozen policy to any function."""
+
+    __slots__ = ("policy",)
+
+    def __init__(self, policy: Retry) -> None:
+        self.policy = policy
 
     def __repr__(self) -> str:
         return f"resetguard.retry({self.policy!r})"

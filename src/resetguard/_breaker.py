@@ -248,6 +248,22 @@ class BreakerPolicy:
         return period
 
 
+#: The breaker resetguard's long-lived clients give each server they talk to (an HTTP
+#: origin, a Redis server). 5 consecutive connection faults: Envoy's outlier detection and
+#: Finagle's FailureAccrual both eject a host after 5. Open 0.5 s, growing 1.5-fold up to
+#: 30 s: short enough that a patient request meets the next probe within a restart, and
+#: growing so that a lasting outage soon outlasts every request's patience and fails them
+#: fast (one probe per open period instead of 3 attempts per request). 10 % jitter
+#: spreads the probes of a fleet.
+SERVER_BREAKER = BreakerPolicy(
+    failure_threshold=5,
+    open_duration=0.5,
+    open_duration_multiplier=1.5,
+    open_duration_max=30.0,
+    jitter=0.1,
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerStatistics:
     """A consistent snapshot of a breaker's counters (from :meth:`CircuitBreaker.statistics`).

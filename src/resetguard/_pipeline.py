@@ -15,11 +15,11 @@ A :class:`Pipeline` is immutable: every ``with_*`` returns a new one.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar
 
-from ._api import retry
+from ._api import Decorates
 from ._policy import BreakerLike, BudgetLike
 from ._retry import Retry, merge
 from ._validate import check_positive
@@ -36,7 +36,7 @@ def _check_protocol(value: object, what: str, methods: tuple[str, ...]) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class Pipeline:
+class Pipeline(Decorates):
     """deadline → budget → breaker → retry, built step by step, immutable once built.
 
     Example::
@@ -90,18 +90,6 @@ class Pipeline:
         }
         base = merge(policy, {}) if policy is not None else self.policy
         return Pipeline(merge(base, {**keep, **options}))
-
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate a sync or async function with the whole pipeline."""
-        return retry(self.policy)(fn)
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call ``fn(*args, **kwargs)`` through the pipeline."""

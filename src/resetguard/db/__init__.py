@@ -32,12 +32,12 @@ See docs/databases.md, docs/redis.md and docs/mongodb.md.
 
 from __future__ import annotations
 
+from .._breaker import SERVER_BREAKER
 from ._keys import DEFAULT_KEY_TABLE, MAX_KEY_LENGTH
 from ._mongo import mongo_client_options, mongo_listeners
 from ._redis import (
     DEFAULT_REDIS_POLICY,
     SAFE_COMMANDS,
-    SERVER_BREAKER,
     async_redis_client,
     is_safe_command,
     redis_client,

@@ -26,7 +26,7 @@ import logging
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from .._breaker import BreakerPolicy, CircuitBreaker
+from .._breaker import SERVER_BREAKER, CircuitBreaker
 from .._budget import RetryBudget
 from .._classify import classify
 from .._drivers import AttemptContext
@@ -76,16 +76,8 @@ _SENDING: ContextVar[AttemptContext | None] = ContextVar("resetguard_redis_sendi
 #: 3 s of patience for a server that refuses connections rides out a restart of about 2 s
 #: without spending attempts, as resetguard.http does.
 DEFAULT_REDIS_POLICY = Retry(name="redis", attempts=3, deadline=10.0, patience=3.0)
-#: The client's breaker (one per client: one server). The numbers and their reasons are
-#: resetguard.http's per-origin breaker's: 5 consecutive connection faults (Envoy, Finagle),
-#: open 0.5 s growing 1.5-fold to 30 s, 10 % jitter.
-SERVER_BREAKER = BreakerPolicy(
-    failure_threshold=5,
-    open_duration=0.5,
-    open_duration_multiplier=1.5,
-    open_duration_max=30.0,
-    jitter=0.1,
-)
+#: The client's breaker (one per client: one server) is resetguard's server breaker
+#: (``resetguard._breaker.SERVER_BREAKER``, the same as each HTTP origin's).
 
 
 def _word(value: object) -> str:

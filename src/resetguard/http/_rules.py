@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .._breaker import BreakerPolicy
+from .._breaker import SERVER_BREAKER, BreakerPolicy
 from .._classify import Failure, Kind, Phase
 from .._engine import Verdict
 from .._retry import Retry
@@ -55,19 +55,8 @@ KEEPALIVE_MARGIN = 1.0
 #: open periods (0.5, 0.75, 1.1 s) a probe lands after the restart whatever the backoff's
 #: jitter did. Past it the breaker's growing open period fails requests at once.
 DEFAULT_PATIENCE = 3.0
-#: Each origin's breaker. 5 consecutive connection faults: Envoy's outlier detection and
-#: Finagle's FailureAccrual both eject a host after 5. Open 0.5 s, growing 1.5-fold up to
-#: 30 s: short enough that a patient request meets the next probe within a restart, and
-#: growing so that a lasting outage soon outlasts every request's patience and fails them
-#: fast (one probe per open period instead of 3 attempts per request). 10 % jitter
-#: spreads the probes of a fleet.
-ORIGIN_BREAKER = BreakerPolicy(
-    failure_threshold=5,
-    open_duration=0.5,
-    open_duration_multiplier=1.5,
-    open_duration_max=30.0,
-    jitter=0.1,
-)
+#: Each origin's breaker: resetguard's server breaker (its numbers' reasons are there).
+ORIGIN_BREAKER = SERVER_BREAKER
 
 #: Kinds that mean "the connection died", the signature of the stale keep-alive race. A
 #: timeout is not one of them: it says the server is slow, and an instant replay would
