@@ -87,12 +87,9 @@ class AttemptContext:
         tb: TracebackType | None,
     ) -> bool:
         ended = self._ended(exc)
-        if ended is None:
-            resolve = self._run.resolve
-            assert exc is not None
-            assert resolve is not None
+        if ended is None:  # the resolve hook decides (a hook that raises: unknown)
             try:
-                outcome = resolve(exc)
+                outcome = self._run.resolve(exc)  # type: ignore[misc, arg-type]
             except Exception as error:
                 outcome = error
             ended = self._resolved(outcome)
@@ -101,19 +98,11 @@ class AttemptContext:
     async def __aenter__(self) -> AttemptContext:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        ended = self._ended(exc)
-        if ended is None:
-            resolve = self._run.resolve
-            assert exc is not None
-            assert resolve is not None
+    async def __aexit__(self, *exc_info: Any) -> bool:
+        ended = self._ended(exc_info[1])
+        if ended is None:  # the resolve hook decides (a hook that raises: unknown)
             try:
-                outcome = await resolve(exc)
+                outcome = await self._run.resolve(exc_info[1])  # type: ignore[misc]
             except Exception as error:
                 outcome = error
             ended = self._resolved(outcome)

@@ -26,10 +26,9 @@ from typing import Any, ParamSpec
 import aiohttp
 
 from .._drivers import AttemptContext, adrive
-from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from ._guards import OriginGuards
-from ._idle import IdleLimits, expires_at
+from ._idle import IdleLimits, announce, expires_at
 from ._rules import HTTPPolicy
 from ._run import Exchange, current, resolve_policy
 
@@ -62,10 +61,8 @@ class _Connector(aiohttp.TCPConnector):
             progress.reused = connection is not None
             if connection is not None:
                 progress.idle_age = self._rg_idle
-            if hooks_active():
-                action = "reused" if connection is not None else "opened"
-                idle = progress.idle_age
-                emit(ConnectionEvent(name="aiohttp", action=action, peer=origin, idle_age=idle))
+            action = "reused" if connection is not None else "opened"
+            announce("aiohttp", action, origin, progress.idle_age)
         return connection
 
     def _rg_sweep(self, key: Any, conns: Any) -> None:
@@ -80,17 +77,9 @@ class _Connector(aiohttp.TCPConnector):
             idle = now - released
             if not proto.is_connected():
                 self._rg_limits.closed(origin, idle)  # the server closed it while idle
-                if hooks_active():
-                    emit(
-                        ConnectionEvent(name="aiohttp", action="closed", peer=origin, idle_age=idle)
-                    )
+                announce("aiohttp", "closed", origin, idle)
             elif (due := expires_at(released, released, limit, None)) is not None and now > due:
-                if hooks_active():
-                    emit(
-                        ConnectionEvent(
-                            name="aiohttp", action="expired", peer=origin, idle_age=idle
-                        )
-                    )
+                announce("aiohttp", "expired", origin, idle)
             else:
                 self._rg_idle = idle
                 return

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator
-from types import TracebackType
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import httpcore
 import httpx
 
 from .._drivers import AttemptContext, adrive, drive
-from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
 from ._guards import OriginGuards
-from ._idle import IdleLimits, expires_at
+from ._idle import IdleLimits, announce, expires_at
 from ._rules import HTTPPolicy, Progress
 from ._run import Exchange, current, resolve_policy
 
@@ -116,12 +114,8 @@ class _Conn:
         if reused:
             progress.idle_age = now - self.last_used
         self.uses += 1
-        if reused and hooks_active():
-            emit(
-                ConnectionEvent(
-                    name="httpx", action="reused", peer=self.origin, idle_age=progress.idle_age
-                )
-            )
+        if reused:
+            announce("httpx", "reused", self.origin, progress.idle_age)
 
     def readable(self, inner: Any) -> bool:
         """httpcore asks before reusing an idle connection; True makes it discard the connection."""
@@ -132,18 +126,12 @@ class _Conn:
         if (limit is not None and idle > limit) or (
             max_age is not None and now - self.created > max_age
         ):
-            if hooks_active():
-                emit(
-                    ConnectionEvent(name="httpx", action="expired", peer=self.origin, idle_age=idle)
-                )
+            announce("httpx", "expired", self.origin, idle)
             return True
         readable = bool(inner.get_extra_info("is_readable"))
         if readable and self.uses:
             self.limits.closed(self.origin, idle)  # the server closed it while idle
-            if hooks_active():
-                emit(
-                    ConnectionEvent(name="httpx", action="closed", peer=self.origin, idle_age=idle)
-                )
+            announce("httpx", "closed", self.origin, idle)
         return readable
 
 
@@ -242,8 +230,7 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
 
 
 def _opened(origin: str) -> None:
-    if hooks_active():
-        emit(ConnectionEvent(name="httpx", action="opened", peer=origin))
+    announce("httpx", "opened", origin)
 
 
 class _Backend(httpcore.NetworkBackend):
@@ -478,13 +465,21 @@ class _Base:
     idle_limits: IdleLimits
     guards: OriginGuards
 
+    _inner: Any
+
     def _setup(
         self,
         policy: HTTPPolicy | None,
         retry: Retry | None,
         idle_limits: IdleLimits | None,
         guards: OriginGuards | None,
+        transport: object,
+        options: dict[str, Any],
+        default: Callable[..., object],
+        kind: type,
     ) -> None:
+        """Shared by both transports: ``kind`` is the httpx base class a ``transport``
+        must be; ``default(**options)`` builds httpx's own when none is given."""
         self._policy = resolve_policy(policy, retry)
         #: Per-origin idle limits (configured, server hints, learned); see ``snapshot()``.
         self.idle_limits = idle_limits or IdleLimits(
@@ -492,6 +487,16 @@ class _Base:
         )
         #: The client's retry budget and per-origin breakers (``states()``, ``statistics()``).
         self.guards = guards or OriginGuards(self._policy)
+        if transport is None:
+            options["limits"] = _limits(self._policy, options.get("limits"))
+            transport = default(**options)
+        elif options:
+            raise TypeError(f"transport options {sorted(options)} apply only without transport=")
+        elif not isinstance(transport, kind):
+            raise TypeError(f"transport must be an httpx.{kind.__name__}, got {transport!r}")
+        self._inner = transport
+        #: True when reuse, bytes and idle age are tracked (httpx's own transport).
+        self.instrumented = _instrument(transport, self.idle_limits, self._policy.max_age)
 
     @property
     def policy(self) -> HTTPPolicy:
@@ -523,6 +528,8 @@ class RetryTransport(_Base, httpx.BaseTransport):
             client.get("https://example.org/")
     """
 
+    _inner: httpx.BaseTransport
+
     def __init__(
         self,
         transport: httpx.BaseTransport | None = None,
@@ -533,21 +540,18 @@ class RetryTransport(_Base, httpx.BaseTransport):
         guards: OriginGuards | None = None,
         **transport_options: Any,
     ) -> None:
-        self._setup(policy, retry, idle_limits, guards)
-        if transport is None:
-            transport_options["limits"] = _limits(self._policy, transport_options.get("limits"))
-            transport = httpx.HTTPTransport(**transport_options)
-        elif transport_options:
-            raise TypeError(
-                f"transport options {sorted(transport_options)} apply only without transport="
-            )
-        elif not isinstance(transport, httpx.BaseTransport):
-            raise TypeError(f"transport must be an httpx.BaseTransport, got {transport!r}")
-        self._inner = transport
-        #: True when reuse, bytes and idle age are tracked (httpx's own transport).
-        self.instrumented = _instrument(transport, self.idle_limits, self._policy.max_age)
+        self._setup(
+            policy,
+            retry,
+            idle_limits,
+            guards,
+            transport,
+            transport_options,
+            httpx.HTTPTransport,
+            httpx.BaseTransport,
+        )
         self._reap_due: float | None = None
-        pool = getattr(transport, "_pool", None)
+        pool = getattr(self._inner, "_pool", None)
         backend = getattr(pool, "_network_backend", None)
         # Closing expired connections in the background needs httpcore's pool lock and
         # list; with a pool that lacks them, expiry stays on reuse only.
@@ -621,13 +625,8 @@ class RetryTransport(_Base, httpx.BaseTransport):
         self._inner.__enter__()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_value: BaseException | None = None,
-        traceback: TracebackType | None = None,
-    ) -> None:
-        self._inner.__exit__(exc_type, exc_value, traceback)
+    def __exit__(self, *exc_info: Any) -> None:
+        self._inner.__exit__(*exc_info)
 
     def close(self) -> None:
         self._inner.close()
@@ -645,6 +644,8 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
             await client.get("https://example.org/")
     """
 
+    _inner: httpx.AsyncBaseTransport
+
     def __init__(
         self,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -655,18 +656,16 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
         guards: OriginGuards | None = None,
         **transport_options: Any,
     ) -> None:
-        self._setup(policy, retry, idle_limits, guards)
-        if transport is None:
-            transport_options["limits"] = _limits(self._policy, transport_options.get("limits"))
-            transport = httpx.AsyncHTTPTransport(**transport_options)
-        elif transport_options:
-            raise TypeError(
-                f"transport options {sorted(transport_options)} apply only without transport="
-            )
-        elif not isinstance(transport, httpx.AsyncBaseTransport):
-            raise TypeError(f"transport must be an httpx.AsyncBaseTransport, got {transport!r}")
-        self._inner = transport
-        self.instrumented = _instrument(transport, self.idle_limits, self._policy.max_age)
+        self._setup(
+            policy,
+            retry,
+            idle_limits,
+            guards,
+            transport,
+            transport_options,
+            httpx.AsyncHTTPTransport,
+            httpx.AsyncBaseTransport,
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         buffered = bool(request.extensions.get(BUFFER_EXTENSION))
@@ -690,13 +689,8 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
         await self._inner.__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_value: BaseException | None = None,
-        traceback: TracebackType | None = None,
-    ) -> None:
-        await self._inner.__aexit__(exc_type, exc_value, traceback)
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._inner.__aexit__(*exc_info)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

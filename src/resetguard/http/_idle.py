@@ -29,9 +29,18 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .._events import ConnectionEvent, _registry, emit
 from ._rules import KEEPALIVE_MARGIN
 
-__all__ = ["LEARN_AFTER", "LEARN_FACTOR", "IdleLimits", "OriginIdle", "expires_at", "origin_of"]
+__all__ = [
+    "LEARN_AFTER",
+    "LEARN_FACTOR",
+    "IdleLimits",
+    "OriginIdle",
+    "announce",
+    "expires_at",
+    "origin_of",
+]
 
 #: Two observations before acting: one close can be a coincidence, two at similar ages
 #: are the server's timer.
@@ -42,6 +51,15 @@ LEARN_FACTOR = 0.8
 #: Origins remembered (least recently updated forgotten first): bounds memory for
 #: clients that talk to many hosts.
 MAX_ORIGINS = 1024
+
+
+def announce(source: str, action: str, peer: str, idle_age: float | None = None) -> None:
+    """Emit a :class:`~resetguard.ConnectionEvent` (``source``: the library), if anyone listens.
+
+    Without a hook installed this costs one attribute read.
+    """
+    if _registry.hooks:
+        emit(ConnectionEvent(name=source, action=action, peer=peer, idle_age=idle_age))
 
 
 def origin_of(url: str) -> str:

@@ -22,11 +22,10 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .._drivers import AttemptContext, drive
-from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
 from ._guards import OriginGuards
-from ._idle import IdleLimits, expires_at
+from ._idle import IdleLimits, announce, expires_at
 from ._rules import HTTPPolicy, Progress
 from ._run import Exchange, current, resolve_policy
 
@@ -63,8 +62,7 @@ class _TrackedConnection:
     def connect(self) -> None:
         super().connect()  # type: ignore[misc]
         self._rg_created = _monotonic()
-        if hooks_active():
-            emit(ConnectionEvent(name="requests", action="opened", peer=self._rg_origin))
+        announce("requests", "opened", self._rg_origin)
 
     def close(self) -> None:
         if self._rg_in_pool and self.sock is not None and self._rg_last_used is not None:
@@ -104,15 +102,7 @@ class _TrackedConnection:
         progress.reused = reused
         if reused and self._rg_last_used is not None:
             progress.idle_age = _monotonic() - self._rg_last_used
-            if hooks_active():
-                emit(
-                    ConnectionEvent(
-                        name="requests",
-                        action="reused",
-                        peer=self._rg_origin,
-                        idle_age=progress.idle_age,
-                    )
-                )
+            announce("requests", "reused", self._rg_origin, progress.idle_age)
         self._rg_uses += 1
 
 
@@ -146,10 +136,7 @@ class _ExpiringPool:
         if dropped is not None:
             conn._rg_dropped = None
             self._rg_limits.closed(origin, dropped)
-            if hooks_active():
-                emit(
-                    ConnectionEvent(name="requests", action="closed", peer=origin, idle_age=dropped)
-                )
+            announce("requests", "closed", origin, dropped)
         elif conn.sock is not None and conn._rg_last_used is not None:
             now = _monotonic()
             idle = now - conn._rg_last_used
@@ -157,12 +144,7 @@ class _ExpiringPool:
             due = expires_at(conn._rg_last_used, conn._rg_created, limit, self._rg_max_age)
             if due is not None and now > due:
                 conn.close()
-                if hooks_active():
-                    emit(
-                        ConnectionEvent(
-                            name="requests", action="expired", peer=origin, idle_age=idle
-                        )
-                    )
+                announce("requests", "expired", origin, idle)
         return conn
 
     def _put_conn(self, conn: Any) -> None:
@@ -196,13 +178,7 @@ class _ExpiringPool:
                 if due < now:
                     conn._rg_in_pool = False  # our close, not a drop the server caused
                     conn.close()
-                    if hooks_active():
-                        idle = None if last is None else now - last
-                        emit(
-                            ConnectionEvent(
-                                name="requests", action="expired", peer=origin, idle_age=idle
-                            )
-                        )
+                    announce("requests", "expired", origin, None if last is None else now - last)
                 else:
                     again = due if again is None else min(again, due)
         return again
