@@ -17,6 +17,7 @@ CORE_RANKS = {
     "resetguard._validate": 0,
     "resetguard._clock": 0,
     "resetguard._exceptions": 0,
+    "resetguard._linking": 0,
     "resetguard._events": 1,
     "resetguard._classify": 1,
     "resetguard._backoff": 1,

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from random import random as _default_random
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
-from . import _events
+from . import _events, _linking
 from ._classify import classify
 from ._exceptions import CircuitOpen
 from ._validate import check_non_negative, check_positive, check_positive_int, check_ratio
@@ -295,9 +295,6 @@ class BreakerStatistics:
     backend: str = "local"
 
 
-#: Subclasses made for breakers with a backend, by base class (see CircuitBreaker.__new__).
-_LINKED: dict[type[Any], type[Any]] = {}
-
 
 class CircuitBreaker:
     """A thread- and asyncio-safe circuit breaker.
@@ -382,14 +379,7 @@ class CircuitBreaker:
     )
 
     def __new__(cls, *args: Any, backend: BreakerBackend | None = None, **kwargs: Any) -> Any:
-        # A breaker with a backend is an instance of a subclass that overrides the slow
-        # paths, so the in-process breaker's code is exactly the one it always was.
-        if backend is not None and not issubclass(cls, _LinkedBreaker):
-            linked = _LINKED.get(cls)
-            if linked is None:
-                linked = _LINKED[cls] = type(cls.__name__, (_LinkedBreaker, cls), {"__slots__": ()})
-            cls = linked
-        return object.__new__(cls)
+        return _linking.new(cls, backend, _LinkedBreaker)
 
     def __init__(
         self,

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import _events
+from . import _events, _linking
 from ._validate import check_non_negative, check_positive, check_positive_int, check_ratio
 
 __all__ = ["BudgetBackend", "BudgetLink", "BudgetStatistics", "RetryBudget"]
@@ -79,9 +79,6 @@ class BudgetBackend(Protocol):
 
     def _link_budget(self, budget: RetryBudget) -> BudgetLink: ...
 
-
-#: Subclasses made for budgets with a backend, by base class (see RetryBudget.__new__).
-_LINKED: dict[type[Any], type[Any]] = {}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,13 +155,7 @@ class RetryBudget:
     )
 
     def __new__(cls, *args: Any, backend: BudgetBackend | None = None, **kwargs: Any) -> Any:
-        # As for CircuitBreaker: a shared budget is a subclass, the in-process code is untouched.
-        if backend is not None and not issubclass(cls, _LinkedBudget):
-            linked = _LINKED.get(cls)
-            if linked is None:
-                linked = _LINKED[cls] = type(cls.__name__, (_LinkedBudget, cls), {"__slots__": ()})
-            cls = linked
-        return object.__new__(cls)
+        return _linking.new(cls, backend, _LinkedBudget)
 
     def __init__(
         self,

@@ -704,23 +704,32 @@ def _client_limits(policy: HTTPPolicy, limits: httpx.Limits | None) -> httpx.Lim
     return limits if limits is not None else _limits(policy, None)
 
 
-def _wrap_routes(client: httpx.Client | httpx.AsyncClient, wrap: Any) -> Any:
+def _wrap_routes(
+    client: httpx.Client | httpx.AsyncClient,
+    cls: type[RetryTransport] | type[AsyncRetryTransport],
+    policy: HTTPPolicy,
+) -> Any:
     """Wrap every transport httpx chose (default, proxies, mounts); the default's wrapper.
 
     httpx picks the transports itself (``transport=``, proxies from ``proxy=`` or the
     environment, ``mounts=``), so every argument and environment setting keeps its httpx
-    meaning; each route then gets the retry rules and idle limits. One transport object
-    used on several routes gets one wrapper, so it is entered and closed as often as httpx
-    would.
+    meaning; each route then gets the retry rules and idle limits, all sharing one
+    :class:`IdleLimits` and one :class:`OriginGuards`. One transport object used on several
+    routes gets one wrapper, so it is entered and closed as often as httpx would; a
+    wrapper given as ``transport=`` is used as is (a second layer would multiply attempts).
     """
+    shared = IdleLimits(policy.idle_timeout, learn=policy.learn_idle)
+    guards = OriginGuards(policy)
     wrappers: dict[int, Any] = {}
 
     def one(transport: Any) -> Any:
-        if transport is None:
-            return None
+        if transport is None or isinstance(transport, cls):
+            return transport
         wrapper = wrappers.get(id(transport))
         if wrapper is None:
-            wrapper = wrappers[id(transport)] = wrap(transport)
+            wrapper = wrappers[id(transport)] = cls(
+                transport, policy=policy, idle_limits=shared, guards=guards
+            )
         return wrapper
 
     client._transport = one(client._transport)
@@ -728,7 +737,28 @@ def _wrap_routes(client: httpx.Client | httpx.AsyncClient, wrap: Any) -> Any:
     return client._transport
 
 
-class Client(httpx.Client):
+class _Routes:
+    """What both clients read from their default route's wrapper."""
+
+    retry_transport: RetryTransport | AsyncRetryTransport
+
+    @property
+    def idle_limits(self) -> IdleLimits:
+        """What the client knows about each origin's idle limit (``snapshot()``, ``forget()``)."""
+        return self.retry_transport.idle_limits
+
+    @property
+    def guards(self) -> OriginGuards:
+        """The client's retry budget and per-origin breakers, shared by every route."""
+        return self.retry_transport.guards
+
+    @property
+    def policy(self) -> HTTPPolicy:
+        """The :class:`HTTPPolicy` in force."""
+        return self.retry_transport.policy
+
+
+class Client(_Routes, httpx.Client):
     """An ``httpx.Client`` whose every route retries safely, with sound defaults.
 
     Every ``httpx.Client`` argument and environment setting means what it means in httpx:
@@ -763,31 +793,8 @@ class Client(httpx.Client):
         **kwargs: Any,
     ) -> None:
         resolved = resolve_policy(policy, retry)
-        shared = IdleLimits(resolved.idle_timeout, learn=resolved.learn_idle)
-        guards = OriginGuards(resolved)
         super().__init__(timeout=timeout, limits=_client_limits(resolved, limits), **kwargs)
-
-        def wrap(transport: httpx.BaseTransport) -> RetryTransport:
-            if isinstance(transport, RetryTransport):
-                return transport  # already retrying: a second layer would multiply attempts
-            return RetryTransport(transport, policy=resolved, idle_limits=shared, guards=guards)
-
-        self.retry_transport = _wrap_routes(self, wrap)
-
-    @property
-    def idle_limits(self) -> IdleLimits:
-        """What the client knows about each origin's idle limit (``snapshot()``, ``forget()``)."""
-        return self.retry_transport.idle_limits
-
-    @property
-    def guards(self) -> OriginGuards:
-        """The client's retry budget and per-origin breakers, shared by every route."""
-        return self.retry_transport.guards
-
-    @property
-    def policy(self) -> HTTPPolicy:
-        """The :class:`HTTPPolicy` in force."""
-        return self.retry_transport.policy
+        self.retry_transport = _wrap_routes(self, RetryTransport, resolved)
 
     def send(
         self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
@@ -797,7 +804,7 @@ class Client(httpx.Client):
         return super().send(request, stream=stream, **kwargs)
 
 
-class AsyncClient(httpx.AsyncClient):
+class AsyncClient(_Routes, httpx.AsyncClient):
     """An ``httpx.AsyncClient`` whose every route retries safely (see :class:`Client`).
 
     Example::
@@ -822,33 +829,8 @@ class AsyncClient(httpx.AsyncClient):
         **kwargs: Any,
     ) -> None:
         resolved = resolve_policy(policy, retry)
-        shared = IdleLimits(resolved.idle_timeout, learn=resolved.learn_idle)
-        guards = OriginGuards(resolved)
         super().__init__(timeout=timeout, limits=_client_limits(resolved, limits), **kwargs)
-
-        def wrap(transport: httpx.AsyncBaseTransport) -> AsyncRetryTransport:
-            if isinstance(transport, AsyncRetryTransport):
-                return transport
-            return AsyncRetryTransport(
-                transport, policy=resolved, idle_limits=shared, guards=guards
-            )
-
-        self.retry_transport = _wrap_routes(self, wrap)
-
-    @property
-    def idle_limits(self) -> IdleLimits:
-        """What the client knows about each origin's idle limit (``snapshot()``, ``forget()``)."""
-        return self.retry_transport.idle_limits
-
-    @property
-    def guards(self) -> OriginGuards:
-        """The client's retry budget and per-origin breakers, shared by every route."""
-        return self.retry_transport.guards
-
-    @property
-    def policy(self) -> HTTPPolicy:
-        """The :class:`HTTPPolicy` in force."""
-        return self.retry_transport.policy
+        self.retry_transport = _wrap_routes(self, AsyncRetryTransport, resolved)
 
     async def send(
         self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
