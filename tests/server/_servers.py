@@ -89,7 +89,11 @@ class ServerThread:
         sock = _listening_socket()
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self.app, http=http, loop=loop, log_level="warning", lifespan="off",
+            self.app,
+            http=http,
+            loop=loop,
+            log_level="warning",
+            lifespan="off",
             timeout_graceful_shutdown=5,
         )
         server = uvicorn.Server(config)

@@ -128,6 +128,7 @@ class _Request:
         "queue",
         "reader",
         "response_done",
+        "response_started",
         "scope",
         "sender",
         "signal",
@@ -149,6 +150,7 @@ class _Request:
         self.buffered = 0
         self.waiter: asyncio.Future[None] | None = None
         self.space: asyncio.Future[None] | None = None
+        self.response_started = False
         self.response_done = False
         self.finished = False
         self.cancel_issued = False
@@ -164,18 +166,35 @@ class _Request:
         self.task = asyncio.current_task()
         self.watcher = loop.create_task(self._watch())
         try:
-            await self.mw.app(self.scope, self.receive, self.send)
-        except asyncio.CancelledError:
-            if not self._absorb_own_cancel():
-                raise
-        else:
-            self._absorb_own_cancel()
+            try:
+                await self.mw.app(self.scope, self.receive, self.send)
+            except asyncio.CancelledError:
+                if not self._absorb_own_cancel():
+                    raise
+                await self._close_response()
+            else:
+                self._absorb_own_cancel()
         finally:
             self.finished = True
             watcher = self.watcher
             if not watcher.done():
                 watcher.cancel()
             self._close_probe()
+
+    async def _close_response(self) -> None:
+        """End the response of a cancelled handler with 499 (nginx's "client closed request").
+
+        The server drops it (the client is gone), but a wrapper between the server and this
+        middleware, such as Starlette's ``BaseHTTPMiddleware``, needs a response to unwind
+        without raising "No response returned", and access logs get a line saying 499.
+        """
+        try:
+            if not self.response_started:
+                await self.sender({"type": "http.response.start", "status": 499, "headers": []})
+            if not self.response_done:
+                await self.sender({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass  # the connection is gone, which is why we are here
 
     def _absorb_own_cancel(self) -> bool:
         """True when the only pending cancellation of the task is ours (then it is undone)."""
@@ -210,7 +229,9 @@ class _Request:
         if self.signal.flag:
             return  # nobody is listening: drop it quietly
         kind = message.get("type")
-        if (kind == "http.response.body" and not message.get("more_body", False)) or (
+        if kind == "http.response.start":
+            self.response_started = True
+        elif (kind == "http.response.body" and not message.get("more_body", False)) or (
             kind in _FINAL_SENDS
         ):
             self.response_done = True
