@@ -315,10 +315,12 @@ def test_websocket_scope_passes_through() -> None:
         await websocket.close()
 
     app = CancelOnDisconnect(Starlette(routes=[WebSocketRoute("/ws", ws_echo)]))
-    with ServerThread("uvicorn-httptools", app) as srv:
-        with websockets.sync.client.connect(f"ws://127.0.0.1:{srv.port}/ws") as ws:
-            ws.send("hi")
-            assert ws.recv(timeout=10) == "hi:True"
+    with (
+        ServerThread("uvicorn-httptools", app) as srv,
+        websockets.sync.client.connect(f"ws://127.0.0.1:{srv.port}/ws") as ws,
+    ):
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "hi:True"
 
 
 def test_lifespan_scope_gets_the_servers_own_callables() -> None:

@@ -139,8 +139,9 @@ class AsyncioLogFilter(logging.Filter):
     """A filter for the ``asyncio`` logger that drops reset noise and keeps the rest.
 
     It drops ``socket.send() raised exception.`` and ``SSL connection is closed`` (logged
-    for every write to a connection already lost) and any record whose attached exception is reset noise (debug mode's
-    ``Fatal write error on socket transport``, the default handler's tracebacks).
+    for every write to a connection already lost) and any record whose attached exception
+    is reset noise (debug mode's ``Fatal write error on socket transport``, the default
+    handler's tracebacks).
 
     Example::
 
