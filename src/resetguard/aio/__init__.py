@@ -1,7 +1,8 @@
 """asyncio, threads and TCP servers that take connection resets in their stride.
 
 :func:`quiet_resets` demotes reset noise (loop exception handler, ``asyncio`` logger,
-``threading.excepthook``) to counted debug events and lets every other error through.
+``threading.excepthook``) to counted debug events and lets every other error through;
+:func:`serve` runs a TCP server that classifies and counts how each client left.
 
 Example::
 
@@ -27,14 +28,18 @@ from ._noise import (
     quiet_resets,
     reset_noise,
 )
+from ._serve import OUTCOMES, TCPServer, serve
 
 __all__ = [
     "NOISE_KINDS",
     "AsyncioLogFilter",
     "NoiseCounter",
+    "OUTCOMES",
     "QuietResets",
     "ResetExceptionHandler",
+    "TCPServer",
     "ThreadResetHook",
     "quiet_resets",
     "reset_noise",
+    "serve",
 ]
