@@ -200,7 +200,7 @@ def test_graceful_shutdown_waits_then_cancels() -> None:
         await server.shutdown(grace=0.5)
         assert await clients[0][0].readline() == b"done\n"  # finished within the grace
         assert await clients[1][0].read() == b""  # closed after it
-        with pytest.raises(OSError):
+        with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection("127.0.0.1", server.port)
         for _, w in clients:
             w.close()
