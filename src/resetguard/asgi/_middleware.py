@@ -116,29 +116,27 @@ class CancelOnDisconnect:
 
 
 class _Request:
-    """The state of one HTTP request under the middleware."""
+    """The state of one HTTP request under the middleware.
 
-    __slots__ = (
-        "buffered",
-        "cancel_issued",
-        "finished",
-        "mw",
-        "opted_in",
-        "probe",
-        "queue",
-        "reader",
-        "response_done",
-        "response_started",
-        "scope",
-        "sender",
-        "signal",
-        "space",
-        "started",
-        "streams",
-        "task",
-        "waiter",
-        "watcher",
-    )
+    No ``__slots__``: the class attributes are the defaults, so a request that never waits
+    costs six attribute stores (this object is built for every request).
+    """
+
+    buffered = 0
+    waiter: asyncio.Future[None] | None = None
+    space: asyncio.Future[None] | None = None
+    response_started = False
+    response_done = False
+    finished = False
+    cancel_issued = False
+    opted_in = False
+    task: asyncio.Task[Any] | None = None
+    watcher: asyncio.Task[None] | None = None
+    probe: socket.socket | None = None
+    direct = False  # the app is awaiting the server's receive() itself
+    watch_pending = False
+    queue: deque[Message]
+    streams: list[_SyncStream[Any] | _AsyncStream[Any]]
 
     def __init__(self, mw: CancelOnDisconnect, scope: Scope, receive: Receive, send: Send):
         self.mw = mw
@@ -146,25 +144,16 @@ class _Request:
         self.reader = receive
         self.sender = send
         self.signal = DisconnectSignal()
-        self.queue: deque[Message] = deque()
-        self.buffered = 0
-        self.waiter: asyncio.Future[None] | None = None
-        self.space: asyncio.Future[None] | None = None
-        self.response_started = False
-        self.response_done = False
-        self.finished = False
-        self.cancel_issued = False
-        self.opted_in = False
-        self.streams: list[_SyncStream[Any] | _AsyncStream[Any]] = []
         self.started = time.monotonic()
-        self.task: asyncio.Task[Any] | None = None
-        self.watcher: asyncio.Task[None] | None = None
-        self.probe: socket.socket | None = _open_probe(receive) if mw.detect_how else None
+        self.streams = []
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self.task = asyncio.current_task()
-        self.watcher = loop.create_task(self._watch())
+        # Watch from the loop's next iteration: a request answered without ever suspending
+        # (most fast requests) pays for one scheduled callback, not for a task and a probe.
+        # Anything that really waits is watched before the loop runs anything else.
+        handle = loop.call_soon(self._start_watching)
         try:
             try:
                 await self.mw.app(self.scope, self.receive, self.send)
@@ -176,10 +165,24 @@ class _Request:
                 self._absorb_own_cancel()
         finally:
             self.finished = True
+            handle.cancel()
             watcher = self.watcher
-            if not watcher.done():
+            if watcher is not None and not watcher.done():
                 watcher.cancel()
             self._close_probe()
+
+    def _start_watching(self) -> None:
+        if self.finished or self.watcher is not None or self.signal.flag:
+            return
+        if self.mw.detect_how and self.probe is None:
+            self.probe = _open_probe(self.reader)
+        if self.direct:
+            # The app is in the server's receive() right now, and so will see a disconnect
+            # itself; two readers of one receive() are not allowed. Start when it returns.
+            self.watch_pending = True
+            return
+        self.queue = deque()
+        self.watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def _close_response(self) -> None:
         """End the response of a cancelled handler with 499 (nginx's "client closed request").
@@ -209,6 +212,8 @@ class _Request:
     # -- the application's side
 
     async def receive(self) -> Message:
+        if self.watcher is None:
+            return await self._receive_direct()
         while not self.queue:
             if self.signal.flag:
                 return {"type": "http.disconnect"}
@@ -223,6 +228,23 @@ class _Request:
             space = self.space
             if space is not None and not space.done() and self.buffered <= self.mw.max_buffer:
                 space.set_result(None)
+        return message
+
+    async def _receive_direct(self) -> Message:
+        """Before the watcher runs, the app reads the server's receive() itself."""
+        if self.signal.flag:
+            return {"type": "http.disconnect"}
+        self.direct = True
+        try:
+            message = await self.reader()
+        finally:
+            self.direct = False
+        if message.get("type") == "http.disconnect":
+            if not self.response_done:
+                self.gone("disconnect")
+        elif self.watch_pending:
+            self.watch_pending = False
+            self._start_watching()
         return message
 
     async def send(self, message: Message) -> None:

@@ -28,7 +28,11 @@ class DisconnectSignal:
         True
     """
 
-    __slots__ = ("_lock", "_loop", "_thread_event", "_waiters", "flag", "how", "reason")
+    __slots__ = ("_loop", "_thread_event", "_waiters", "flag", "how", "reason")
+
+    # One lock for every signal: it guards only the rare waiter registrations, and a
+    # signal is built for every request.
+    _lock = threading.Lock()
 
     def __init__(self) -> None:
         self.flag = False
@@ -36,8 +40,7 @@ class DisconnectSignal:
         self.how = ""
         #: How the end was observed (``"disconnect"``, ``"send_failed"``); ``""`` until set.
         self.reason = ""
-        self._lock = threading.Lock()
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[asyncio.Future[None]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread_event: threading.Event | None = None
 
@@ -60,7 +63,7 @@ class DisconnectSignal:
             if self.flag:
                 return
             self.flag = True
-            waiters, self._waiters = self._waiters, []
+            waiters, self._waiters = self._waiters, None
             event = self._thread_event
             loop = self._loop
         if event is not None:
@@ -85,6 +88,8 @@ class DisconnectSignal:
             if self.is_set():  # another thread may have set it meanwhile
                 return
             self._loop = loop
+            if self._waiters is None:
+                self._waiters = []
             self._waiters.append(future)
         await future
 
