@@ -416,3 +416,42 @@ def test_zz_report_latencies(capsys: pytest.CaptureFixture[str]) -> None:
             print(
                 f"  {label:40s} {statistics.median(values) * 1000:7.2f} {max(values) * 1000:7.2f}"
             )
+
+
+def _polling_app(with_guard: bool) -> tuple[Any, list[bool]]:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    saw: list[bool] = []
+
+    async def poll(request: Any) -> PlainTextResponse:
+        rec = RECORDS.get(str(request.query_params["id"]))
+        rec.started.set()
+        gone = False
+        for _ in range(100):  # 1 s at most
+            if await request.is_disconnected():
+                gone = True
+                break
+            await asyncio.sleep(0.01)
+        saw.append(gone)
+        rec.cleaned.set()
+        return PlainTextResponse("done")
+
+    middleware = [_Passthrough.make()]
+    if with_guard:
+        middleware.append(Middleware(CancelOnDisconnect, cancel=False))
+    return Starlette(routes=[Route("/poll", poll)], middleware=middleware), saw
+
+
+@pytest.mark.parametrize("with_guard", [False, True])
+def test_is_disconnected_behind_base_http_middleware(with_guard: bool) -> None:
+    app, saw = _polling_app(with_guard)
+    with ServerThread("uvicorn-httptools", app) as srv:
+        sock, rec, _ = _start(srv.port, "/poll")
+        _hang_up(sock, "rst")
+        assert rec.cleaned.wait(10)
+    # Without resetguard, Starlette's is_disconnected() never turns true behind a
+    # BaseHTTPMiddleware; with the middleware between them, it does.
+    assert saw == [with_guard]

@@ -237,15 +237,20 @@ class _Request:
         self.direct = True
         try:
             message = await self.reader()
-        finally:
+        except BaseException:  # cancelled (Starlette's is_disconnected() peeks this way)
             self.direct = False
-        if message.get("type") == "http.disconnect":
-            if not self.response_done:
-                self.gone("disconnect")
-        elif self.watch_pending:
+            self._resume_watch()
+            raise
+        self.direct = False
+        if message.get("type") == "http.disconnect" and not self.response_done:
+            self.gone("disconnect")
+        self._resume_watch()
+        return message
+
+    def _resume_watch(self) -> None:
+        if self.watch_pending:
             self.watch_pending = False
             self._start_watching()
-        return message
 
     async def send(self, message: Message) -> None:
         if self.signal.flag:
