@@ -135,6 +135,7 @@ class _Request:
     probe: socket.socket | None = None
     direct = False  # the app is awaiting the server's receive() itself
     watch_pending = False
+    watch_error: BaseException | None = None
     queue: deque[Message]
     streams: list[_SyncStream[Any] | _AsyncStream[Any]]
 
@@ -196,8 +197,8 @@ class _Request:
                 await self.sender({"type": "http.response.start", "status": 499, "headers": []})
             if not self.response_done:
                 await self.sender({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:
-            pass  # the connection is gone, which is why we are here
+        except Exception:
+            pass  # our own message, to a client that is gone: servers may refuse it any way
 
     def _absorb_own_cancel(self) -> bool:
         """True when the only pending cancellation of the task is ours (then it is undone)."""
@@ -216,6 +217,11 @@ class _Request:
             return await self._receive_direct()
         while not self.queue:
             if self.signal.flag:
+                return {"type": "http.disconnect"}
+            if self.watcher.done():  # the server's receive() ended or failed
+                error = self.watch_error
+                if error is not None:
+                    raise error
                 return {"type": "http.disconnect"}
             waiter = self.waiter = asyncio.get_running_loop().create_future()
             try:
@@ -277,10 +283,22 @@ class _Request:
                 self.space = loop.create_future()
                 await self.space
                 self.space = None
-            message = await self.reader()
+            try:
+                message = await self.reader()
+            except Exception as exc:  # the app's next receive() raises it, as it would have
+                failure = classify(exc)
+                if failure is not None and not self.response_done and not self.finished:
+                    self.gone("receive_failed", failure=failure)
+                else:
+                    self.watch_error = exc
+                self._wake_app()
+                return
             if message.get("type") == "http.disconnect":
                 if not self.response_done and not self.finished:
                     self.gone("disconnect")
+                else:  # the response is complete: pass the server's word on, unchanged
+                    self.queue.append(message)
+                    self._wake_app()
                 return
             self.queue.append(message)
             self.buffered += len(message.get("body", b""))
