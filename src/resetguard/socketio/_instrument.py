@@ -249,10 +249,11 @@ def instrument(
 ) -> SocketIOInstrument:
     """Record every disconnect of a python-socketio ``Server`` or ``AsyncServer``.
 
-    Each disconnect is counted by reason (see :data:`REASONS`), logged at INFO on
-    ``resetguard.socketio`` and emitted as a :class:`~resetguard.ClientDisconnected` event
-    (``reason`` as python-socketio reports it; ``path`` is the namespace). The server's own
-    ``disconnect`` handlers still run and still get the reason.
+    The heartbeat and its detection time are logged once at INFO on ``resetguard.socketio``.
+    Each disconnect is counted by reason (see :data:`REASONS`), logged at INFO there and
+    emitted as a :class:`~resetguard.ClientDisconnected` event (``reason`` as python-socketio
+    reports it; ``path`` is the namespace). The server's own ``disconnect`` handlers still
+    run and still get the reason.
 
     Example::
 
@@ -265,4 +266,7 @@ def instrument(
     """
     if on_disconnect is not None and not callable(on_disconnect):
         raise TypeError(f"on_disconnect must be callable, got {on_disconnect!r}")
-    return SocketIOInstrument(server, name=name, on_disconnect=on_disconnect, log=log)
+    probe = SocketIOInstrument(server, name=name, on_disconnect=on_disconnect, log=log)
+    if log:
+        _log.info("socket.io heartbeat: %s", probe.heartbeat.describe())
+    return probe
