@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import http.client
 import json
+import logging
 import os
 import socket
 import statistics
@@ -455,3 +456,17 @@ def test_is_disconnected_behind_base_http_middleware(with_guard: bool) -> None:
     # Without resetguard, Starlette's is_disconnected() never turns true behind a
     # BaseHTTPMiddleware; with the middleware between them, it does.
     assert saw == [with_guard]
+
+
+def test_an_aborted_request_leaves_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    with (
+        caplog.at_level(logging.INFO, logger="resetguard.asgi"),
+        ServerThread("uvicorn-httptools", CancelOnDisconnect(starlette_app())) as srv,
+    ):
+        sock, rec, _ = _start(srv.port, "/async")
+        _hang_up(sock, "rst")
+        assert rec.cleaned.wait(10)
+    lines = [r.getMessage() for r in caplog.records if r.name == "resetguard.asgi"]
+    assert len(lines) == 1
+    assert "left GET /async after" in lines[0]
+    assert lines[0].endswith("(disconnect, RST), handler cancelled")
