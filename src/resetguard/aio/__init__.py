@@ -31,8 +31,8 @@ from ._noise import (
 from ._serve import OUTCOMES, TCPServer, serve
 
 __all__ = [
-    "NOISE_KINDS",
     "AsyncioLogFilter",
+    "NOISE_KINDS",
     "NoiseCounter",
     "OUTCOMES",
     "QuietResets",

@@ -17,4 +17,4 @@ from __future__ import annotations
 
 from ._instrument import REASONS, Heartbeat, SocketIOInstrument, heartbeat, instrument
 
-__all__ = ["REASONS", "Heartbeat", "SocketIOInstrument", "heartbeat", "instrument"]
+__all__ = ["Heartbeat", "REASONS", "SocketIOInstrument", "heartbeat", "instrument"]

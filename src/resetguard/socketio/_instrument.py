@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from .._events import ClientDisconnected, emit
 
-__all__ = ["REASONS", "Heartbeat", "SocketIOInstrument", "heartbeat", "instrument"]
+__all__ = ["Heartbeat", "REASONS", "SocketIOInstrument", "heartbeat", "instrument"]
 
 _log = logging.getLogger("resetguard.socketio")
 # RFC 6455 codes that carry no close status. 1006: the connection dropped without a close
