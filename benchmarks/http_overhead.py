@@ -4,7 +4,8 @@ Run: .venv/bin/python benchmarks/http_overhead.py [--requests N] [--rounds R]
 
 The server (tests/http/_server.py, no faults) runs in a separate process so it does not
 share the client's GIL. Each pair (plain, resetguard) runs alternately R rounds of N
-sequential GETs over one keep-alive connection. Reported: best requests/s of the rounds,
+sequential GETs of a 1 KiB response over one keep-alive connection. Reported: best
+requests/s of the rounds,
 the client process's CPU time per request (min of the rounds), and the overhead as the
 median (and interquartile range) of the per-round ratios resetguard/plain: the two runs of
 a round are back to back, so a shared machine's changing load mostly cancels out.
@@ -103,6 +104,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument(
+        "--path", default="/big?size=1024", help="what each GET asks for (default: 1 KiB)"
+    )
+    parser.add_argument(
         "--only", help="comma-separated clients: requests,httpx,httpx async,aiohttp"
     )
     args = parser.parse_args()
@@ -117,7 +121,7 @@ def main() -> int:
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
-        url = f"http://127.0.0.1:{port}/ok"
+        url = f"http://127.0.0.1:{port}{args.path}"
         n = args.requests
         pairs: list[tuple[str, Callable[[], Sample], Callable[[], Sample]]] = [
             ("requests", lambda: _sync(_PlainSession, n, url), lambda: _sync(Session, n, url)),

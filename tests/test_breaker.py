@@ -136,6 +136,11 @@ def test_open_breaker_rejects_without_calling_and_says_when_to_come_back() -> No
     assert isinstance(info.value, resetguard.Rejected)
     assert breaker.statistics().rejected == 1
     assert breaker.statistics().retry_after == pytest.approx(6)
+    assert str(info.value) == "circuit breaker 'test' is open; next probe in 6.0 s"
+    clock.now += 5.95
+    with pytest.raises(resetguard.CircuitOpen) as info:
+        breaker.call(called.append, 1)
+    assert str(info.value) == "circuit breaker 'test' is open; next probe in 50 ms"
 
 
 # --------------------------------------------------------------------------- half-open

@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -21,14 +22,21 @@ def _blocks() -> list[tuple[str, int, str]]:
         if not path.exists():
             continue
         for i, block in enumerate(BLOCK.findall(path.read_text())):
-            found.append((page, i, block))
+            found.append((page, i, textwrap.dedent(block)))  # a block may sit in a list
     return found
 
 
 @pytest.mark.parametrize(("page", "index", "code"), _blocks(), ids=lambda v: str(v)[:30])
 def test_doc_example_runs(page: str, index: int, code: str) -> None:
     namespace: dict[str, object] = {"__name__": f"docs_{index}"}
-    exec(compile(code, f"{page}[{index}]", "exec"), namespace)
+    if "base_url" not in code:
+        exec(compile(code, f"{page}[{index}]", "exec"), namespace)
+        return
+    from tests.http._server import FaultServer  # the examples' "your service"
+
+    with FaultServer() as server:
+        namespace["base_url"] = server.url
+        exec(compile(code, f"{page}[{index}]", "exec"), namespace)
 
 
 @pytest.mark.parametrize(
@@ -37,6 +45,8 @@ def test_doc_example_runs(page: str, index: int, code: str) -> None:
         "resetguard._api",
         "resetguard._backoff",
         "resetguard._classify",
+        "resetguard._drivers",
+        "resetguard._engine",
         "resetguard._events",
         "resetguard._retry",
         "resetguard.testing",

@@ -1,4 +1,4 @@
-"""The breaker bookkeeping shared by every attempt loop (resetguard._guard), on real breakers."""
+"""The breaker bookkeeping of the engine (``Run.admit`` / ``Run.release``), on real breakers."""
 
 from __future__ import annotations
 
@@ -8,10 +8,22 @@ import pytest
 
 import resetguard
 from resetguard import CircuitBreaker, CircuitOpen, CircuitState, Retry
-from resetguard._guard import acquire, release
-from resetguard._retry import _Run
+from resetguard._engine import Run
 
 from ._faketime import FakeTime
+
+
+def acquire(breaker: CircuitBreaker, run: Run | None) -> Run:
+    """A ticket for the next attempt, taken by ``run`` (a fresh call's run when None)."""
+    if run is None:
+        run = Run(Retry(breaker=breaker, clock=breaker._clock))
+    assert run.admit() is None  # no patience: admitted, or the refusal is raised
+    return run
+
+
+def release(run: Run, error: BaseException | None) -> None:
+    """Hand ``run``'s ticket back; the attempt's duration runs from ``run.t0``."""
+    run.release(error)
 
 
 def _breaker(fake: FakeTime, **options: object) -> CircuitBreaker:
@@ -22,7 +34,7 @@ def _breaker(fake: FakeTime, **options: object) -> CircuitBreaker:
 def _half_open(fake: FakeTime) -> CircuitBreaker:
     breaker = _breaker(fake, open_duration=1.0)
     ticket = acquire(breaker, None)
-    release(breaker, ticket, fake.now, ConnectionResetError(104, "reset"))
+    release(ticket, ConnectionResetError(104, "reset"))
     assert breaker.state is CircuitState.OPEN
     fake.now += 2.0
     assert breaker.state is CircuitState.HALF_OPEN
@@ -42,7 +54,7 @@ def test_a_refused_retry_gives_up_with_the_last_attempts_exception() -> None:
     fake = FakeTime()
     breaker = _breaker(fake)
     gave_up: list[resetguard.GaveUp] = []
-    run = _Run(Retry(breaker=breaker, on_giveup=gave_up.append, **fake.options()), fake.now)  # type: ignore[arg-type]
+    run = Run(Retry(breaker=breaker, on_giveup=gave_up.append, **fake.options()), fake.now)  # type: ignore[arg-type]
     error = ConnectionResetError(104, "Connection reset by peer")
     assert run.failed(error) is not None  # a retry is scheduled…
     breaker.isolate()  # …and the breaker refuses it
@@ -60,9 +72,9 @@ def test_release_times_the_attempt_with_the_breakers_clock(took: float, slow: in
     fake = FakeTime()
     breaker = _breaker(fake, slow_call_duration=1.0, slow_call_rate=1.0, failure_threshold=None)
     ticket = acquire(breaker, None)
-    t0 = breaker._clock()
+    assert ticket.t0 == breaker._clock()
     fake.now += took
-    release(breaker, ticket, t0, None)
+    release(ticket, None)
     stats = breaker.statistics()
     assert (stats.successes, stats.slow_calls) == (1, slow)
 
@@ -77,11 +89,11 @@ def test_a_probe_ended_by_a_base_exception_frees_its_slot(ended_by: BaseExceptio
     assert breaker.statistics().half_open_in_flight == 1
     with pytest.raises(CircuitOpen, match="probe slot"):
         acquire(breaker, None)
-    release(breaker, ticket, fake.now, ended_by)
+    release(ticket, ended_by)
     stats = breaker.statistics()
     assert (stats.half_open_in_flight, stats.ignored, stats.failures) == (0, 1, 1)
     assert breaker.state is CircuitState.HALF_OPEN  # a cancellation says nothing about the peer
-    release(breaker, acquire(breaker, None), fake.now, None)
+    release(acquire(breaker, None), None)
     assert breaker.state is CircuitState.CLOSED
 
 

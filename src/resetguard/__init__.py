@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging as _logging
 
 from . import trace
-from ._api import AttemptContext, acall, call, retry, retrying
+from ._api import acall, call, retry, retrying
 from ._backoff import Backoff
 from ._breaker import BreakerPolicy, BreakerStatistics, CircuitBreaker, CircuitState
 from ._budget import BudgetStatistics, RetryBudget
@@ -27,6 +27,8 @@ from ._classify import (
     register_classifier,
     unregister_classifier,
 )
+from ._drivers import AttemptContext
+from ._engine import Attempt, Resolution, history, outcome_unknown
 from ._events import (
     AttemptFailed,
     BreakerStateChanged,
@@ -37,6 +39,7 @@ from ._events import (
     GaveUp,
     Hook,
     NoiseSuppressed,
+    OutcomeResolved,
     RetryScheduled,
     RetrySucceeded,
     add_hook,
@@ -58,7 +61,8 @@ from ._monitor import (
     Reporter,
 )
 from ._pipeline import Pipeline
-from ._retry import DEFAULT_KINDS, Attempt, Retry, history
+from ._policy import DEFAULT_KINDS
+from ._retry import Retry
 
 __version__ = "0.1.0.dev0"
 
@@ -95,12 +99,14 @@ __all__ = [
     "MonitorReport",
     "NoiseSuppressed",
     "OutcomeCounts",
+    "OutcomeResolved",
     "OutcomeUnknown",
     "Phase",
     "Pipeline",
     "Rejected",
     "Reporter",
     "ResetGuardError",
+    "Resolution",
     "Retry",
     "RetryBudget",
     "RetryScheduled",
@@ -110,6 +116,7 @@ __all__ = [
     "call",
     "classify",
     "history",
+    "outcome_unknown",
     "register_classifier",
     "remove_hook",
     "retry",

@@ -41,7 +41,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from random import random as _default_random
-from typing import ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 from . import _events
 from ._classify import classify
@@ -49,6 +49,8 @@ from ._exceptions import CircuitOpen
 from ._validate import check_non_negative, check_positive, check_positive_int, check_ratio
 
 __all__ = [
+    "BreakerBackend",
+    "BreakerLink",
     "BreakerPolicy",
     "BreakerStatistics",
     "CircuitBreaker",
@@ -112,6 +114,32 @@ _ALWAYS_FAULTS = frozenset(
         TimeoutError,
     }
 )
+
+
+class BreakerLink(Protocol):
+    """A breaker's connection to shared state (made by a :class:`BreakerBackend`).
+
+    The breaker calls it only off the hot path: to claim a half-open probe, and after an
+    outcome that tripped it or ended a probe. ``claim`` returns ``(granted, wait)`` from the
+    shared state, or ``None`` when that state is unreachable and the breaker decides alone.
+    """
+
+    claiming: bool
+
+    @property
+    def reachable(self) -> bool: ...
+
+    def claim(self) -> tuple[bool, float] | None: ...
+
+    def tripped(self) -> None: ...
+
+    def probe_done(self, outcome: int) -> None: ...
+
+
+class BreakerBackend(Protocol):
+    """Where a breaker's state is shared (``resetguard.fleet.RedisBackend``)."""
+
+    def _link_breaker(self, breaker: CircuitBreaker) -> BreakerLink: ...
 
 
 def _default_counts(error: BaseException) -> bool:
@@ -220,6 +248,22 @@ class BreakerPolicy:
         return period
 
 
+#: The breaker resetguard's long-lived clients give each server they talk to (an HTTP
+#: origin, a Redis server). 5 consecutive connection faults: Envoy's outlier detection and
+#: Finagle's FailureAccrual both eject a host after 5. Open 0.5 s, growing 1.5-fold up to
+#: 30 s: short enough that a patient request meets the next probe within a restart, and
+#: growing so that a lasting outage soon outlasts every request's patience and fails them
+#: fast (one probe per open period instead of 3 attempts per request). 10 % jitter
+#: spreads the probes of a fleet.
+SERVER_BREAKER = BreakerPolicy(
+    failure_threshold=5,
+    open_duration=0.5,
+    open_duration_multiplier=1.5,
+    open_duration_max=30.0,
+    jitter=0.1,
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerStatistics:
     """A consistent snapshot of a breaker's counters (from :meth:`CircuitBreaker.statistics`).
@@ -246,6 +290,13 @@ class BreakerStatistics:
     half_open_in_flight: int
     half_open_successes: int
     retry_after: float | None
+    #: ``"local"``, or ``"fleet"`` with a shared backend (``"fleet-unreachable"`` while its
+    #: store does not answer and this process decides alone).
+    backend: str = "local"
+
+
+#: Subclasses made for breakers with a backend, by base class (see CircuitBreaker.__new__).
+_LINKED: dict[type[Any], type[Any]] = {}
 
 
 class CircuitBreaker:
@@ -263,6 +314,8 @@ class CircuitBreaker:
             (default: connection faults, ``resetguard.classify(exc) is not None``).
         clock: monotonic seconds; durations passed to ``_release`` must use it.
         random: returns floats in [0, 1) for the open-period jitter.
+        backend: shares the state with other processes (``resetguard.fleet.RedisBackend``);
+            ``None`` keeps it in this process.
 
     Example::
 
@@ -302,6 +355,7 @@ class CircuitBreaker:
         "_half_open_successes",
         "_ignored",
         "_isolated",
+        "_link",
         "_listeners",
         "_lock",
         "_open_until",
@@ -327,6 +381,16 @@ class CircuitBreaker:
         "policy",
     )
 
+    def __new__(cls, *args: Any, backend: BreakerBackend | None = None, **kwargs: Any) -> Any:
+        # A breaker with a backend is an instance of a subclass that overrides the slow
+        # paths, so the in-process breaker's code is exactly the one it always was.
+        if backend is not None and not issubclass(cls, _LinkedBreaker):
+            linked = _LINKED.get(cls)
+            if linked is None:
+                linked = _LINKED[cls] = type(cls.__name__, (_LinkedBreaker, cls), {"__slots__": ()})
+            cls = linked
+        return object.__new__(cls)
+
     def __init__(
         self,
         name: str = "breaker",
@@ -348,9 +412,12 @@ class CircuitBreaker:
         counts: Callable[[BaseException], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = _default_random,
+        backend: BreakerBackend | None = None,
     ) -> None:
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {name!r}")
+        if backend is not None and not callable(getattr(backend, "_link_breaker", None)):
+            raise TypeError(f"backend must be a resetguard.fleet backend, got {backend!r}")
         for arg, value in (("counts", counts), ("clock", clock), ("random", random)):
             if value is not None and not callable(value):
                 raise TypeError(f"{arg} must be callable, got {value!r}")
@@ -406,6 +473,9 @@ class CircuitBreaker:
         self._ring_pos = self._ring_filled = 0
         self._epoch: int | None = None
         self._set_fast_ticket()
+        self._link: BreakerLink | None = None
+        if backend is not None:
+            self._link = backend._link_breaker(self)
 
     @classmethod
     def from_policy(
@@ -416,6 +486,7 @@ class CircuitBreaker:
         counts: Callable[[BaseException], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = _default_random,
+        backend: BreakerBackend | None = None,
     ) -> CircuitBreaker:
         """A new breaker (its own state) configured by a shared :class:`BreakerPolicy`.
 
@@ -429,7 +500,7 @@ class CircuitBreaker:
         if not isinstance(policy, BreakerPolicy):
             raise TypeError(f"policy must be a resetguard.BreakerPolicy, got {policy!r}")
         fields = {field: getattr(policy, field) for field in policy.__dataclass_fields__}
-        return cls(name, counts=counts, clock=clock, random=random, **fields)
+        return cls(name, counts=counts, clock=clock, random=random, backend=backend, **fields)
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} {self.state.value}>"
@@ -652,7 +723,11 @@ class CircuitBreaker:
                 half_open_in_flight=self._half_open_in_flight,
                 half_open_successes=self._half_open_successes,
                 retry_after=retry_after,
+                backend=self._backend_name(),
             )
+
+    def _backend_name(self) -> str:
+        return "local"
 
     # ------------------------------------------------------------------ engine interface
 
@@ -676,16 +751,19 @@ class CircuitBreaker:
                     if self._isolated:
                         self._rejected += 1
                         raise CircuitOpen(
-                            f"circuit breaker {self.name!r} is isolated",
+                            f"circuit breaker {self.name!r} is isolated; "
+                            "no probe until it is reset",
                             retry_after=None,
                             breaker=self.name,
                         )
                     now = self._clock()
                     if now < self._open_until:
                         self._rejected += 1
+                        wait = self._open_until - now
                         raise CircuitOpen(
-                            f"circuit breaker {self.name!r} is open",
-                            retry_after=self._open_until - now,
+                            f"circuit breaker {self.name!r} is open; next probe in "
+                            + (f"{wait:.1f} s" if wait >= 0.1 else f"{wait * 1000:.0f} ms"),
+                            retry_after=wait,
                             breaker=self.name,
                         )
                     event = self._move(_HALF_OPEN, "open period elapsed", now)
@@ -695,7 +773,8 @@ class CircuitBreaker:
                         self._rejected += 1
                         raise CircuitOpen(
                             f"circuit breaker {self.name!r} is half-open and all "
-                            f"{self.policy.half_open_probes} probe slot(s) are taken",
+                            f"{self.policy.half_open_probes} probe slot(s) are taken; "
+                            "try again when a probe ends",
                             retry_after=None,
                             breaker=self.name,
                         )
@@ -869,7 +948,9 @@ class CircuitBreaker:
         self._open_until = now + period
         return self._move(_OPEN, f"{reason}; open for {period:.3g} s", now)
 
-    def _move(self, code: int, reason: str, now: float) -> _events.BreakerStateChanged | None:
+    def _move(
+        self, code: int, reason: str, now: float, decided_by: str = "local"
+    ) -> _events.BreakerStateChanged | None:
         old = self._sg & 3
         if code != _CLOSED or old != _CLOSED:
             # A new generation makes every outcome still in flight stale.
@@ -881,7 +962,12 @@ class CircuitBreaker:
         if code == _CLOSED:
             self._clear_counts()
         event = _events.BreakerStateChanged(
-            name=self.name, old=_STATES[old].value, new=_STATES[code].value, reason=reason, at=now
+            name=self.name,
+            old=_STATES[old].value,
+            new=_STATES[code].value,
+            reason=reason,
+            at=now,
+            decided_by=decided_by,
         )
         self._pending.append(event)  # queued under the lock: the queue order is the true order
         return event
@@ -927,11 +1013,12 @@ class CircuitBreaker:
         if _log.isEnabledFor(level):
             _log.log(
                 level,
-                "circuit breaker %r: %s -> %s (%s)",
+                "circuit breaker %r: %s -> %s (%s%s)",
                 self.name,
                 event.old,
                 event.new,
                 event.reason,
+                "" if event.decided_by == "local" else f"; decided by the {event.decided_by}",
             )
         for listener in self._listeners:
             try:
@@ -939,6 +1026,141 @@ class CircuitBreaker:
             except Exception:
                 _log.exception("listener %r of circuit breaker %r raised", listener, self.name)
         _events.emit(event)
+
+
+class _LinkedBreaker(CircuitBreaker):
+    """A breaker whose state is shared through a :class:`BreakerLink`.
+
+    The local state stays a cache: the closed-state success path is the in-process one
+    (no I/O); claiming a half-open probe asks the link (one round trip, outside the lock),
+    and a trip or a probe's end is reported to it. The link's syncer brings the shared
+    state back through :meth:`_adopt`.
+    """
+
+    __slots__ = ()
+
+    _link: BreakerLink
+
+    def _backend_name(self) -> str:
+        return "fleet" if self._link.reachable else "fleet-unreachable"
+
+    def _reject(self, message: str, retry_after: float | None) -> CircuitOpen:
+        self._rejected += 1
+        return CircuitOpen(
+            f"circuit breaker {self.name!r} {message}", retry_after=retry_after, breaker=self.name
+        )
+
+    def _acquire_slow(self) -> int:
+        link = self._link
+        with self._lock:
+            code = self._sg & 3
+            if code == _CLOSED:
+                return self._sg << 1
+            if code == _OPEN:
+                if self._isolated:
+                    raise self._reject("is isolated", None)
+                now = self._clock()
+                if now < self._open_until:
+                    raise self._reject("is open", self._open_until - now)
+            elif self._half_open_in_flight >= self.policy.half_open_probes:
+                raise self._reject(
+                    f"is half-open and all {self.policy.half_open_probes} probe slot(s) are taken",
+                    None,
+                )
+            if link.claiming:
+                raise self._reject("is half-open and this process is claiming a probe", None)
+            link.claiming = True
+        try:
+            answer = link.claim()  # I/O: never under the lock
+        finally:
+            link.claiming = False
+        event = None
+        try:
+            with self._lock:
+                code = self._sg & 3
+                now = self._clock()
+                if answer is not None and not answer[0]:
+                    if code == _OPEN:
+                        self._open_until = now + answer[1]
+                    raise self._reject(
+                        "is open fleet-wide (another process holds the probe)", answer[1]
+                    )
+                if answer is None:  # the fleet is unreachable: decide as an in-process breaker
+                    if code == _OPEN and now < self._open_until:
+                        raise self._reject("is open", self._open_until - now)
+                    if (
+                        code == _HALF_OPEN
+                        and self._half_open_in_flight >= self.policy.half_open_probes
+                    ):
+                        raise self._reject("is half-open and all probe slots are taken", None)
+                if code == _OPEN:
+                    event = self._move(
+                        _HALF_OPEN,
+                        "open period elapsed" + ("" if answer is None else "; fleet probe claimed"),
+                        now,
+                        "local" if answer is None else "fleet",
+                    )
+                self._half_open_in_flight += 1
+                return self._sg << 1 | 1
+        finally:
+            if event is not None:
+                self._announce(event)
+
+    def _release(self, ticket: int, error: BaseException | None, duration: float) -> None:
+        if error is None and ticket == self._fast_ticket:
+            next(self._fast_successes)
+            self._consecutive = 0
+            return
+        trips = self._trips
+        super()._release(ticket, error, duration)
+        if ticket & 1:
+            if error is None:
+                outcome = -1 if duration >= self._slow_duration else 1
+            elif isinstance(error, Exception) and self._counts(error):
+                outcome = -1
+            else:
+                outcome = 0
+            self._link.probe_done(outcome)
+        elif self._trips != trips:
+            self._link.tripped()
+
+    # ------------------------------------------------------------------ for the link
+
+    def _fleet_counts(self) -> tuple[int, int, int, int, float]:
+        """``(successes, failures, consecutive failures, state code, open seconds left)``."""
+        with self._lock:
+            left = self._open_until - self._clock() if self._sg & 3 == _OPEN else 0.0
+            return (
+                self._successes + _peek(self._fast_successes),
+                self._failures,
+                self._consecutive,
+                self._sg & 3 if not self._isolated else -1,
+                max(0.0, left),
+            )
+
+    def _adopt(self, state: str, remaining: float, streak: int, reason: str) -> None:
+        """Follow the shared state: ``state`` is ``closed``, ``open`` or ``half_open``
+        (a probe runs elsewhere); ``remaining`` is the open time left, in seconds."""
+        event = None
+        with self._lock:
+            if self._isolated:
+                return
+            code = self._sg & 3
+            now = self._clock()
+            if state == "closed":
+                if code != _CLOSED and not self._half_open_in_flight:
+                    self._streak = 0
+                    event = self._move(_CLOSED, reason, now, "fleet")
+            elif code == _OPEN:
+                self._open_until = now + remaining
+                self._streak = streak
+            elif not self._half_open_in_flight:
+                # Closed here, or half-open with no probe of ours running: the fleet knows better.
+                self._open_until = now + remaining
+                self._streak = streak
+                event = self._move(_OPEN, reason, now, "fleet")
+        if event is not None:
+            self._announce(event)
 
 
 def _peek(counter: itertools.count[int]) -> int:

@@ -36,11 +36,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from . import _events
 from ._validate import check_non_negative, check_positive, check_positive_int, check_ratio
 
-__all__ = ["BudgetStatistics", "RetryBudget"]
+__all__ = ["BudgetBackend", "BudgetLink", "BudgetStatistics", "RetryBudget"]
 
 _log = logging.getLogger("resetguard.budget")
 
@@ -55,6 +56,32 @@ DEFAULT_BUCKETS = 10
 
 # Float products such as 0.1 * 30 land a hair below the integer they mean.
 _EPSILON = 1e-9
+
+
+class BudgetLink(Protocol):
+    """A budget's connection to shared state (made by a :class:`BudgetBackend`).
+
+    ``spend`` takes one retry token from the shared budget: ``(allowed, balance)``, or
+    ``None`` when the shared state is unreachable and the budget decides alone.
+    """
+
+    @property
+    def reachable(self) -> bool: ...
+
+    def spend(self) -> tuple[bool, float] | None: ...
+
+    @property
+    def retry_after(self) -> float | None: ...
+
+
+class BudgetBackend(Protocol):
+    """Where a budget's state is shared (``resetguard.fleet.RedisBackend``)."""
+
+    def _link_budget(self, budget: RetryBudget) -> BudgetLink: ...
+
+
+#: Subclasses made for budgets with a backend, by base class (see RetryBudget.__new__).
+_LINKED: dict[type[Any], type[Any]] = {}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +101,9 @@ class BudgetStatistics:
     window_withdrawals: int
     balance: float
     retry_after: float | None
+    #: ``"local"``, or ``"fleet"`` with a shared backend (``"fleet-unreachable"`` while its
+    #: store does not answer; ``balance`` and the window counts are always this process's).
+    backend: str = "local"
 
 
 class RetryBudget:
@@ -88,6 +118,9 @@ class RetryBudget:
         raise_on_exhausted: a refused retry raises :class:`~resetguard.BudgetExhausted`
             (from the original error) instead of re-raising the original error.
         clock: monotonic seconds.
+        backend: shares the budget with other processes (``resetguard.fleet.RedisBackend``):
+            retries are then paid from one fleet-wide balance; ``None`` keeps it in this
+            process.
 
     Example::
 
@@ -105,6 +138,7 @@ class RetryBudget:
         "_current",
         "_epoch",
         "_exhausted",
+        "_link",
         "_listeners",
         "_lock",
         "_next_roll",
@@ -123,6 +157,15 @@ class RetryBudget:
         "ttl",
     )
 
+    def __new__(cls, *args: Any, backend: BudgetBackend | None = None, **kwargs: Any) -> Any:
+        # As for CircuitBreaker: a shared budget is a subclass, the in-process code is untouched.
+        if backend is not None and not issubclass(cls, _LinkedBudget):
+            linked = _LINKED.get(cls)
+            if linked is None:
+                linked = _LINKED[cls] = type(cls.__name__, (_LinkedBudget, cls), {"__slots__": ()})
+            cls = linked
+        return object.__new__(cls)
+
     def __init__(
         self,
         name: str = "retry-budget",
@@ -133,9 +176,12 @@ class RetryBudget:
         buckets: int = DEFAULT_BUCKETS,
         raise_on_exhausted: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        backend: BudgetBackend | None = None,
     ) -> None:
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {name!r}")
+        if backend is not None and not callable(getattr(backend, "_link_budget", None)):
+            raise TypeError(f"backend must be a resetguard.fleet backend, got {backend!r}")
         if not isinstance(raise_on_exhausted, bool):
             raise TypeError(f"raise_on_exhausted must be a bool, got {raise_on_exhausted!r}")
         if not callable(clock):
@@ -164,6 +210,9 @@ class RetryBudget:
         self._total_withdrawals = 0
         self._refusals = 0
         self._exhausted = False
+        self._link: BudgetLink | None = None
+        if backend is not None:
+            self._link = backend._link_budget(self)
 
     def __repr__(self) -> str:
         return (
@@ -210,16 +259,24 @@ class RetryBudget:
                 "retry budget %r allows retries again (%d refused so far)", self.name, refused
             )
             return True
+        self._refused(balance, exception, first, "local")
+        return False
+
+    def _refused(
+        self, balance: float, exception: BaseException | None, first: bool, decided_by: str
+    ) -> None:
+        """Log (the first refusal of a run), then tell listeners and hooks."""
         if first:
             _log.warning(
-                "retry budget %r exhausted (balance %.2f): retries are refused until "
+                "retry budget %r exhausted (balance %.2f%s): retries are refused until "
                 "traffic or time refills it",
                 self.name,
                 balance,
+                "" if decided_by == "local" else f", {decided_by}",
             )
         if self._listeners or _events.hooks_active():
             event = _events.BudgetExhaustedEvent(
-                name=self.name, balance=balance, exception=exception
+                name=self.name, balance=balance, exception=exception, decided_by=decided_by
             )
             for listener in self._listeners:
                 try:
@@ -227,7 +284,6 @@ class RetryBudget:
                 except Exception:
                     _log.exception("listener %r of retry budget %r raised", listener, self.name)
             _events.emit(event)
-        return False
 
     #: Public name of :meth:`_deposit`, for hand-written retry loops.
     deposit = _deposit
@@ -297,7 +353,11 @@ class RetryBudget:
                 window_withdrawals=self._w_withdrawals,
                 balance=self._balance(),
                 retry_after=self._retry_after(now),
+                backend=self._backend_name(),
             )
+
+    def _backend_name(self) -> str:
+        return "local"
 
     # ------------------------------------------------------------------ internals (lock held)
 
@@ -344,6 +404,65 @@ class RetryBudget:
             if balance >= 1.0 - _EPSILON:
                 return max(0.0, (self._epoch + k) * self._width - now)
         return math.inf
+
+
+class _LinkedBudget(RetryBudget):
+    """A budget whose retries are paid from a shared balance through a :class:`BudgetLink`.
+
+    Deposits stay local (no I/O; the link's syncer flushes them); a retry asks the link
+    (one round trip). This process's own window is kept as well, for its statistics and
+    for deciding alone while the shared state is unreachable.
+    """
+
+    __slots__ = ()
+
+    _link: BudgetLink
+
+    def _backend_name(self) -> str:
+        return "fleet" if self._link.reachable else "fleet-unreachable"
+
+    def _withdraw(self, exception: BaseException | None = None) -> bool:
+        answer = self._link.spend()
+        if answer is None:
+            return super()._withdraw(exception)
+        allowed, balance = answer
+        with self._lock:
+            self._roll(self._clock())
+            if allowed:
+                self._bucket_withdrawals[self._epoch % self.buckets] += 1
+                self._w_withdrawals += 1
+                self._total_withdrawals += 1
+                recovered, self._exhausted = self._exhausted, False
+                refused = self._refusals
+            else:
+                self._refusals += 1
+                first, self._exhausted = not self._exhausted, True
+        if allowed:
+            if recovered:
+                _log.info(
+                    "retry budget %r allows retries again (%d refused so far, fleet)",
+                    self.name,
+                    refused,
+                )
+            return True
+        self._refused(balance, exception, first, "fleet")
+        return False
+
+    deposit = RetryBudget._deposit
+    withdraw = _withdraw
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until the shared budget allows a retry (as of the last round trip), or
+        this process's own estimate while the shared state is unreachable."""
+        if self._link.reachable:
+            return self._link.retry_after
+        return super().retry_after
+
+    def _fleet_deposits(self) -> int:
+        """Deposits since creation, for the link to flush the new ones."""
+        with self._lock:
+            return self._total_deposits + _peek(self._current)
 
 
 def _peek(counter: itertools.count[int]) -> int:

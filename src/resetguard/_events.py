@@ -35,6 +35,7 @@ __all__ = [
     "GaveUp",
     "Hook",
     "NoiseSuppressed",
+    "OutcomeResolved",
     "RetryScheduled",
     "RetrySucceeded",
     "add_hook",
@@ -78,8 +79,9 @@ class RetryScheduled(Event):
 class GaveUp(Event):
     """No further attempt will be made; the last exception is re-raised to the caller.
 
-    ``reason`` is one of ``"not_retryable"``, ``"unsafe"``, ``"attempts"``, ``"deadline"``,
-    ``"budget"``, ``"breaker"``.
+    ``reason`` is one of ``"not_retryable"``, ``"unsafe"`` (the outcome is unknown),
+    ``"attempts"``, ``"deadline"``, ``"budget"``, ``"breaker"``, or an adapter's own reason
+    (HTTP: ``"body_consumed"``, ``"streamed"``).
     """
 
     attempts: int
@@ -87,6 +89,20 @@ class GaveUp(Event):
     exception: BaseException
     failure: Failure | None
     elapsed: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutcomeResolved(Event):
+    """A ``resolve`` hook looked at an attempt that failed after its point of no return.
+
+    ``outcome`` is ``"done"`` (it took effect: the call returns the hook's value),
+    ``"rerun"`` (it did not: the operation runs again) or ``"unknown"`` (the hook could not
+    tell, or raised: the caller gets an unknown outcome).
+    """
+
+    attempt: int
+    outcome: str
+    exception: BaseException
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,20 +115,30 @@ class RetrySucceeded(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerStateChanged(Event):
-    """A circuit breaker moved from ``old`` to ``new`` (``closed``/``open``/``half_open``)."""
+    """A circuit breaker moved from ``old`` to ``new`` (``closed``/``open``/``half_open``).
+
+    ``decided_by`` is ``"local"`` when this process decided the move, ``"fleet"`` when it
+    followed the shared state of a :mod:`resetguard.fleet` backend.
+    """
 
     old: str
     new: str
     reason: str
     at: float
+    decided_by: str = "local"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BudgetExhaustedEvent(Event):
-    """A retry budget refused a retry; the caller gets the original error."""
+    """A retry budget refused a retry; the caller gets the original error.
+
+    ``decided_by`` is ``"fleet"`` when a :mod:`resetguard.fleet` backend's shared budget
+    refused it, ``"local"`` otherwise (no backend, or the backend unreachable).
+    """
 
     balance: float
     exception: BaseException | None = None
+    decided_by: str = "local"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,6 +147,8 @@ class ConnectionEvent(Event):
 
     ``action`` is ``"opened"``, ``"reused"``, ``"returned"``, ``"closed"``, ``"expired"`` or
     ``"failed"``; ``name`` is the source library (``"httpx"``, ``"requests"``, ``"socket"``…).
+    ``reason`` is the library's own word for why, when it gives one (pymongo's ``"idle"``,
+    ``"stale"``, ``"error"``; a failed heartbeat).
     """
 
     action: str
@@ -130,6 +158,7 @@ class ConnectionEvent(Event):
     bytes_received: int | None = None
     failure: Failure | None = None
     elapsed: float | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

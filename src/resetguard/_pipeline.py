@@ -15,12 +15,13 @@ A :class:`Pipeline` is immutable: every ``with_*`` returns a new one.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar
 
-from ._api import _adrive, _drive, _policy, _wrap
-from ._retry import BreakerLike, BudgetLike, Retry
+from ._api import Decorates
+from ._policy import BreakerLike, BudgetLike
+from ._retry import Retry, merge
 from ._validate import check_positive
 
 __all__ = ["Pipeline"]
@@ -35,7 +36,7 @@ def _check_protocol(value: object, what: str, methods: tuple[str, ...]) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class Pipeline:
+class Pipeline(Decorates):
     """deadline → budget → breaker → retry, built step by step, immutable once built.
 
     Example::
@@ -87,28 +88,16 @@ class Pipeline:
             "budget": self.policy.budget,
             "breaker": self.policy.breaker,
         }
-        base = _policy(policy, {}) if policy is not None else self.policy
-        return Pipeline(_policy(base, {**keep, **options}))
-
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate a sync or async function with the whole pipeline."""
-        return _wrap(self.policy, fn)
+        base = merge(policy, {}) if policy is not None else self.policy
+        return Pipeline(merge(base, {**keep, **options}))
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call ``fn(*args, **kwargs)`` through the pipeline."""
-        return _drive(self.policy, fn, args, kwargs)
+        return self.policy.call(fn, *args, **kwargs)
 
     async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Await ``fn(*args, **kwargs)`` through the pipeline (asyncio or trio)."""
-        return await _adrive(self.policy, fn, args, kwargs)
+        return await self.policy.acall(fn, *args, **kwargs)
 
     def describe(self) -> str:
         """One line naming each layer in order."""

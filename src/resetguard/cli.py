@@ -39,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _build_parser() -> tuple[_Parser, dict[str, ModuleType]]:
+def _build_parser() -> tuple[_Parser, dict[str, ModuleType], dict[str, argparse.ArgumentParser]]:
     parser = _Parser(
         prog="resetguard",
         description="Survive, explain and reproduce connection resets.",
@@ -62,7 +62,7 @@ def _build_parser() -> tuple[_Parser, dict[str, ModuleType]]:
             raise
         modules[name] = module
         module.add_parser(sub)
-    return parser, modules
+    return parser, modules, dict(sub.choices)
 
 
 def _wanted_command(argv: Sequence[str]) -> str | None:
@@ -83,8 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     saved = sys.argv
     sys.argv = [saved[0] if saved else "resetguard", *args_list]
     try:
-        parser, modules = _build_parser()
-        args = parser.parse_args(args_list)
+        parser, modules, parsers = _build_parser()
+        args, extra = parser.parse_known_args(args_list)
+        if extra:
+            # argparse leaves a sub-command's unknown options to the top-level parser, whose
+            # usage line says nothing about them: let the sub-command's own parser complain.
+            owner = parsers.get(args.command) if args.command else None
+            (owner or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     finally:
         sys.argv = saved
     if args.command is None:

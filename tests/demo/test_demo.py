@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,3 +156,44 @@ def test_demo_human_report(capsys: pytest.CaptureFixture[str]) -> None:
     assert "While the servers lived:" in out
     assert "Load sent to the dead dependency per request:" in out
     assert "every server stopped" in out
+
+
+_README = Path(__file__).resolve().parents[2] / "README.md"
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?: (?:ms|s)\b)?")  # counts, ratios and durations
+
+
+def _shape(text: str) -> list[str]:
+    """Each line with its numbers replaced and spaces collapsed: what stays from run to run."""
+    return [" ".join(_NUMBER.sub("N", line).split()) for line in text.rstrip("\n").split("\n")]
+
+
+def _readme_sample() -> str:
+    text = _README.read_text(encoding="utf-8")
+    start = text.index("```\n$ resetguard demo\n") + len("```\n$ resetguard demo\n")
+    return text[start : text.index("```", start)]
+
+
+def test_shape_tells_a_changed_line_from_changed_numbers() -> None:
+    assert _shape("Done in 22.5 s; every server stopped.") == _shape(
+        "Done in 9 s; every server stopped."
+    )
+    assert _shape("resetguard  0/30  1.12 s") == _shape("resetguard  9/30 982.0 ms")
+    assert _shape("- server restart (refuses)") != _shape("- server restart (refused)")
+    assert _shape("a\n\nb") != _shape("a\nb")
+
+
+@pytest.mark.slow
+def test_readme_sample_is_shaped_like_a_real_run() -> None:
+    pytest.importorskip("httpx")
+    # What a terminal shows: stdout and stderr (the scenario lines) in the order written.
+    run = subprocess.run(
+        [sys.executable, "-m", "resetguard.cli", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    real = _shape(run.stdout)
+    assert any(line.startswith("- stale keep-alive") for line in real)  # stderr was captured
+    assert _shape(_readme_sample()) == real

@@ -83,6 +83,9 @@ def test_unreachable_exits_2_with_a_report(
         (["127.0.0.1:99999"], "'99999'"),
         (["redis://127.0.0.1/notanumber"], "'notanumber'"),
         (["redis://127.0.0.1:6379/0", "--cafile", "/nonexistent"], "cafile"),
+        (["http://127.0.0.1:1/", "--cafile", "/nonexistent"], "'http://127.0.0.1:1/' uses no TLS"),
+        (["http://127.0.0.1:1/", "--cafile", __file__], "'http://127.0.0.1:1/' uses no TLS"),
+        (["https://127.0.0.1:1/", "--cafile", "/nonexistent"], "'/nonexistent' does not exist"),
     ],
 )
 def test_bad_usage_exits_2_naming_the_value(
@@ -94,6 +97,20 @@ def test_bad_usage_exits_2_naming_the_value(
     assert named in err
     assert "Traceback" not in err
     assert "Hunter2pw" not in err
+
+
+@pytest.mark.parametrize("command", ["doctor", "proxy", "demo"])
+def test_unknown_option_prints_the_sub_commands_own_usage(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([command, "--bogus", "http://127.0.0.1:1/"])
+    out, err = capsys.readouterr()
+    assert info.value.code == 2
+    assert out == ""
+    assert err.startswith(f"usage: resetguard {command} [-h]")
+    assert f"resetguard {command}: error: unrecognized arguments: --bogus" in err
+    assert "Traceback" not in err
 
 
 def test_password_never_appears_in_any_output(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -128,3 +129,12 @@ def test_redis_password_never_shown(redis_url: str) -> None:
     assert "TopSecret42" not in report.to_json()
     assert "TopSecret42" not in render_text(report)
     assert any("***" in r.code for r in report.recommendations if r.client == "redis-py")
+
+
+@pytest.mark.mysql
+def test_mariadb_wait_timeout_is_shown_in_whole_units(mysql_params: dict[str, object]) -> None:
+    url = "mysql://root@127.0.0.1:3306/test?init_command=SET%20SESSION%20wait_timeout%3D7200"
+    text = render_text(diagnose(url, idle_limit=1))
+    assert re.search(r"^  wait_timeout +2 h \(7200 s\)$", text, flags=re.M), text
+    assert re.search(r"^  Server idle timeout +2 h \(7200 s, configured\)$", text, flags=re.M)
+    assert "7200.00" not in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import threading
@@ -9,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
+from resetguard.cli import main
 from resetguard.doctor import Report, diagnose
 from resetguard.doctor._http import parse_keep_alive
 
@@ -210,3 +212,27 @@ def test_tcp_target_measures_a_silent_connection(http_server: Callable[..., obje
 )
 def test_parse_keep_alive(header: str | None, expected: tuple[float | None, int | None]) -> None:
     assert parse_keep_alive(header) == expected
+
+
+def test_host_port_report_says_what_it_measured_and_did_not_judge(
+    http_server: Callable[..., object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The case: a server that closes idle keep-alive connections after 1 s.
+    server = http_server("fin", idle_close=1.0)
+    port = server.port  # type: ignore[attr-defined]
+    code = main(["doctor", f"127.0.0.1:{port}", "--idle-limit", "3"])
+    out = capsys.readouterr().out
+    assert code == 0  # nothing wrong was seen at the TCP level ...
+    assert "HEALTHY" not in out  # ... but it does not call the server healthy for clients
+    assert "Verdict: NO PROBLEM AT THE TCP LEVEL (clients not judged: use a URL or DSN)" in out
+    assert re.search(r"Silent client closed +[\d.]+ m?s \(measured\), closed with FIN", out), out
+    assert "[INFO] Measured at the TCP level only: no client setting was judged" in out
+    assert f"http://127.0.0.1:{port}/" in out  # the command that would judge the clients
+    assert "Client defaults vs this server" not in out
+    report = diagnose(f"127.0.0.1:{port}", idle_limit=3)
+    assert "tcp-only" in _ids(report)
+    assert "keep-alive" in report.facts["not_judged"]
+    # The HTTP probe of the same server does judge the clients, and finds the race.
+    http_report = diagnose(server.url, idle_limit=3)  # type: ignore[attr-defined]
+    assert http_report.status == "problems"
+    assert "tcp-only" not in _ids(http_report)

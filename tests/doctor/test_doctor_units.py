@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from resetguard.doctor._advice import judge, safe_expiry
 from resetguard.doctor._db import DbObservation
 from resetguard.doctor._http import HttpObservation
 from resetguard.doctor._net import IdleWatch
+from resetguard.doctor._render import _fmt_setting
 
 
 @pytest.mark.parametrize(
@@ -200,3 +202,67 @@ def test_stream_progress_plain_and_live() -> None:
     progress.waiting(1.0, 30)
     progress.step("next")
     assert live.getvalue() == "\r    idle for   1.0 s of at most 30 s \n  .. next\n"
+
+
+def test_redis_advice_names_redis_py_options_and_one_interval() -> None:
+    obs = DbObservation(
+        kind="redis",
+        peer="h:6379",
+        dns_s=0.0,
+        connect_s=0.0,
+        server_version="7",
+        settings={"timeout_s": None, "tcp_keepalive_s": 300.0},
+        idle_setting="timeout",
+        idle_timeout_s=None,
+        server_keepalive_s=300.0,
+        idle=None,
+    )
+    judged = judge(parse_target("redis://h/0"), obs, _HOST, idle_limit=30)
+    (finding,) = [f for f in judged.findings if f.id == "db-no-idle-timeout"]
+    assert "pool_pre_ping" not in finding.fix
+    assert "check=" not in finding.fix
+    assert "health_check_interval" in finding.fix
+    (rec,) = judged.recommendations
+    (comment,) = [line for line in rec.code.splitlines() if line.startswith("# The server")]
+    assert "retire" not in comment  # redis-py PINGs idle connections, it does not retire them
+    said = re.search(r"idle over (\d+) s", comment)
+    set_to = re.search(r"health_check_interval=(\d+),", rec.code)
+    assert said is not None
+    assert set_to is not None
+    assert said.group(1) == set_to.group(1) == "30"
+
+
+def test_sql_advice_keeps_the_sqlalchemy_and_psycopg_options() -> None:
+    obs = DbObservation(
+        kind="postgresql",
+        peer="h:5432",
+        dns_s=0.0,
+        connect_s=0.0,
+        server_version="16",
+        settings={},
+        idle_setting="idle_session_timeout",
+        idle_timeout_s=None,
+        server_keepalive_s=None,
+        idle=None,
+    )
+    judged = judge(parse_target("postgresql://h/db"), obs, _HOST, idle_limit=30)
+    (finding,) = [f for f in judged.findings if f.id == "db-no-idle-timeout"]
+    assert "pool_pre_ping" in finding.fix
+    assert "check=" in finding.fix
+    assert "health_check_interval" not in finding.fix
+
+
+@pytest.mark.parametrize(
+    ("seconds", "note", "shown"),
+    [
+        (28800.0, "", "8 h (28800 s)"),
+        (28800.0, "configured", "8 h (28800 s, configured)"),
+        (300.0, "", "5 min (300 s)"),
+        (90.0, "measured", "90 s (measured)"),
+        (3601.0, "", "3601 s"),
+        (1.5, "measured", "1.50 s (measured)"),
+        (0.8, "", "800.0 ms"),
+    ],
+)
+def test_settings_are_shown_in_whole_units(seconds: float, note: str, shown: str) -> None:
+    assert _fmt_setting(seconds, note) == shown

@@ -1,6 +1,7 @@
 """A raw-socket HTTP/1.1 loopback server with faults on demand, for tests and benchmarks.
 
-Every request carrying ``X-Req-Id`` is counted (``executions[id]``) when the server
+Every request carrying ``X-Req-Id`` is counted (``executions[id]``, its body kept in
+``bodies[id]``) when the server
 *executes* it, i.e. when the handler runs; faults that happen before that (the idle close)
 leave it uncounted, faults after it (an RST instead of the response) do not undo it.
 
@@ -12,6 +13,7 @@ Routes (query parameters in brackets):
   /midbody [times]              headers + 1000 of 100 000 bytes, then RST (first ``times``)
   /rst [times]                  executes, then RST without a response (first ``times``)
   /big [size]                   200 with ``size`` bytes
+  /redirect [to, code]          ``code`` (307) to ``to`` (/ok)
   anything else                 200 "{}"
 
 Server-wide faults: ``idle_close`` (close a keep-alive connection idle that long, by FIN or
@@ -83,6 +85,8 @@ class FaultServer:
         self._lock = threading.Lock()
         self.executions: collections.Counter[str] = collections.Counter()
         self.methods: dict[str, str] = {}
+        #: the body of every execution of a request with ``X-Req-Id``, in order
+        self.bodies: collections.defaultdict[str, list[bytes]] = collections.defaultdict(list)
         self.race_hits = 0
         self.idle_closes = 0
         self.connections = 0
@@ -91,6 +95,7 @@ class FaultServer:
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._socks: set[socket.socket] = set()
+        self._local = threading.local()  # per connection thread: is this a HEAD request
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -305,20 +310,30 @@ class FaultServer:
             return self.executions[key]
 
     def _send(self, sock: socket.socket, status: int, body: bytes, extra: str = "") -> None:
-        reason = {200: "OK", 429: "Too Many Requests", 503: "Service Unavailable"}.get(status, "X")
+        reason = {
+            200: "OK",
+            307: "Temporary Redirect",
+            429: "Too Many Requests",
+            503: "Service Unavailable",
+        }.get(status, "X")
         ka = f"Keep-Alive: {self.keep_alive_header}\r\n" if self.keep_alive_header else ""
         head = (
             f"HTTP/1.1 {status} {reason}\r\nContent-Length: {len(body)}\r\n"
             f"Content-Type: text/plain\r\n{ka}{extra}\r\n"
         )
-        sock.sendall(head.encode() + body)
+        # a HEAD response has the headers of the GET response and no body
+        sock.sendall(head.encode() + (b"" if getattr(self._local, "head", False) else body))
 
     def _handle(
         self, sock: socket.socket, method: str, target: str, headers: dict[str, str], body: bytes
     ) -> bool:
+        self._local.head = method == "HEAD"
         url = urlsplit(target)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         n = self._count(headers.get("x-req-id", ""), method)
+        if headers.get("x-req-id"):
+            with self._lock:
+                self.bodies[headers["x-req-id"]].append(body)
         times = int(q.get("times", "1"))
         if self.rst_rate:
             with self._lock:
@@ -353,6 +368,9 @@ class FaultServer:
                 self._close(sock, rst=True)
                 return False
             self._send(sock, 200, b"ok")
+        elif path == "/redirect":
+            location = q.get("to", "/ok")
+            self._send(sock, int(q.get("code", "307")), b"", f"Location: {location}\r\n")
         elif path == "/big":
             self._send(sock, 200, b"z" * int(q.get("size", "100000")))
         else:  # any other path: a plain success, for the documentation examples

@@ -41,7 +41,9 @@ def _half_open(fake: FakeTime) -> tuple[CircuitBreaker, HTTPPolicy]:
     breaker = CircuitBreaker(
         "cancel", failure_threshold=1, open_duration=1.0, jitter=0, clock=fake.clock
     )
-    return breaker, HTTPPolicy(retry=Retry(attempts=1, breaker=breaker, **fake.options()))
+    # no patience: the refused request must fail at once and open the breaker
+    policy = HTTPPolicy(retry=Retry(attempts=1, breaker=breaker, **fake.options()), patience=0)
+    return breaker, policy
 
 
 def _open_then_wait(

@@ -1,16 +1,20 @@
-"""Per-origin idle limits and the per-request retry state (pure; fake time only)."""
+"""Per-origin idle limits and HTTP's rules in the retry engine (pure; fake time only)."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import httpx
 import pytest
 
 import resetguard
 from resetguard import Backoff, Kind, Retry, RetryBudget
+from resetguard._engine import Run
 from resetguard.http import HTTPPolicy, outcome_unknown
+from resetguard.http._guards import OriginGuards
 from resetguard.http._idle import LEARN_AFTER, LEARN_FACTOR, MAX_ORIGINS, IdleLimits
-from resetguard.http._rules import Progress
-from resetguard.http._run import STALE_REPLAYS, HttpRun, RetryableStatus, safe_url
+from resetguard.http._rules import Progress, parse_retry_after
+from resetguard.http._run import STALE_REPLAYS, Exchange, RetryableStatus, safe_url
 from tests._faketime import FakeTime
 
 # ------------------------------------------------------------------ idle limits
@@ -90,6 +94,40 @@ def _fresh_progress(received: bool = False) -> Progress:
     return p
 
 
+class HttpRun:
+    """One request's engine run with HTTP's judge, driven by hand like a transport does."""
+
+    def __init__(self, policy: HTTPPolicy, method: str, url: str, *, idempotent: bool) -> None:
+        self.replayable = True
+        self.markers: list[RetryableStatus] = []  # the statuses offered, in order
+        headers = None if idempotent or method != "POST" else {}
+        self.run: Run = Exchange(
+            policy,
+            method,
+            url,
+            headers,
+            buffered=True,
+            replayable=lambda: self.replayable,
+            limits=IdleLimits(policy.idle_timeout),
+            guards=OriginGuards(policy),
+        ).run
+        assert self.run.judge.idempotent is idempotent
+
+    def failed(self, exc: BaseException, progress: Progress, *, replayable: bool, buffered: bool):
+        assert buffered
+        self.replayable = replayable
+        return self.run.failed(exc, SimpleNamespace(passed=False, facts=progress))
+
+    def status(self, status: int, retry_after: str | None):
+        asked = parse_retry_after(retry_after, 0.0)
+        marker = RetryableStatus(status, asked)
+        self.markers.append(marker)
+        return self.run.retry_result(marker, asked)
+
+    def succeeded(self) -> None:
+        self.run.succeeded()
+
+
 def _closed() -> httpx.RemoteProtocolError:
     return httpx.RemoteProtocolError("Server disconnected without sending a response.")
 
@@ -158,9 +196,11 @@ def test_status_retry_after_is_honoured_and_clamped():
     assert run.status(429, "100") == pytest.approx(3.0)  # clamped to what the deadline leaves
     fake.now += 3.0
     assert run.status(503, "1") is None  # deadline reached: the response goes to the caller
-    assert [type(a.exception) for a in run.history] == [RetryableStatus] * 3
-    assert run.history[0].exception.status == 503
-    assert run.history[1].exception.retry_after == 100
+    assert len(run.markers) == 3
+    assert run.markers[0].status == 503
+    assert run.markers[1].retry_after == 100
+    assert run.run.done  # given up: the response goes to the caller
+    assert not run.run.history  # and nothing of the run is kept
 
 
 def test_status_without_retry_after_uses_backoff_and_attempts():

@@ -26,6 +26,10 @@ GAP = (0.05, 0.1)
 def _fake_policy(fake: FakeTime, **kw) -> HTTPPolicy:
     retry_kw = {"attempts": 3, **fake.options()}
     retry_kw.update(kw.pop("retry", {}))
+    # These tests pin the attempt mechanics under fake time; patience (on by default) and
+    # the per-origin breakers are tested with real restarts in test_defaults.py.
+    kw.setdefault("patience", 0)
+    kw.setdefault("breakers", None)
     return HTTPPolicy(retry=Retry(**retry_kw), **kw)
 
 

@@ -302,3 +302,62 @@ def test_closing_the_server_closes_keep_alive_api_connections() -> None:
     server.close()
     assert time.monotonic() - start < 5
     client.conn.close()
+
+
+def _names(client: Api, proxy: str) -> list[str]:
+    status, toxics = client.call("GET", f"/proxies/{proxy}/toxics")
+    assert status == 200
+    return sorted(t["name"] for t in toxics)
+
+
+def test_stream_both_makes_one_toxic_per_stream(client: Api, echo_server: TcpServer) -> None:
+    _status, proxy = client.call("POST", "/proxies", {"name": "p", "upstream": echo_server.address})
+    body = {"type": "latency", "stream": "both", "attributes": {"latency": 100}}
+    status, made = client.call("POST", "/proxies/p/toxics", body)
+    assert status == 200
+    assert [(t["name"], t["stream"]) for t in made] == [
+        ("latency_upstream", "upstream"),
+        ("latency_downstream", "downstream"),
+    ]
+    assert all(t["attributes"] == {"latency": 100, "jitter": 0} for t in made)
+    assert _names(client, "p") == ["latency_downstream", "latency_upstream"]
+    start = time.monotonic()
+    assert _roundtrip(proxy["listen"]) == b"ping"
+    assert time.monotonic() - start >= 0.19  # 100 ms on the way in, 100 ms on the way out
+
+    # With a name: <name>_upstream and <name>_downstream, as on the command line.
+    status, made = client.call("POST", "/proxies/p/toxics", {**body, "name": "slow"})
+    assert status == 200
+    assert [t["name"] for t in made] == ["slow_upstream", "slow_downstream"]
+
+    # All or nothing: one of the two names is taken, so neither is added.
+    client.call("DELETE", "/proxies/p/toxics/slow_upstream")
+    status, err = client.call("POST", "/proxies/p/toxics", {**body, "name": "slow"})
+    assert (status, err["error"]) == (409, "toxic already exists")
+    assert _names(client, "p") == ["latency_downstream", "latency_upstream", "slow_downstream"]
+
+
+def test_stream_both_in_a_proxy_toxics_list(client: Api, echo_server: TcpServer) -> None:
+    status, proxy = client.call(
+        "POST",
+        "/proxies",
+        {
+            "name": "q",
+            "upstream": echo_server.address,
+            "toxics": [{"type": "latency", "stream": "both", "attributes": {"latency": 5}}],
+        },
+    )
+    assert status == 201
+    assert sorted(t["stream"] for t in proxy["toxics"]) == ["downstream", "upstream"]
+
+
+def test_toxiproxy_streams_keep_their_meaning(client: Api, echo_server: TcpServer) -> None:
+    client.call("POST", "/proxies", {"name": "p", "upstream": echo_server.address})
+    for stream in ("upstream", "downstream", None):
+        body = {"type": "latency", "name": f"l_{stream}"}
+        if stream is not None:
+            body["stream"] = stream
+        status, made = client.call("POST", "/proxies/p/toxics", body)
+        assert status == 200
+        assert isinstance(made, dict)  # one toxic object, as Toxiproxy answers
+        assert made["stream"] == (stream or "downstream")

@@ -617,3 +617,12 @@ def test_stats_count_bytes_and_connections(fault_proxy: Factory, echo_server: Tc
     assert stats["upstream_received"] == stats["upstream_sent"] == 1000
     assert stats["downstream_received"] == stats["downstream_sent"] == 1000
     assert stats["connections_total"] == 1
+    # An open connection counts too, on top of the closed one.
+    with connect(proxy) as s:
+        roundtrip(s, b"y" * 500)
+        stats = proxy.stats()
+        assert stats["upstream_received"] == stats["upstream_sent"] == 1500
+        assert stats["downstream_received"] == stats["downstream_sent"] == 1500
+        assert stats["connections_active"] == 1
+    wait_for(lambda: proxy.connections == 0)
+    assert proxy.stats()["downstream_sent"] == 1500  # folded in once when it closed

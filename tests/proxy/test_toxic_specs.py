@@ -22,7 +22,9 @@ from resetguard.proxy import (
     parse_toxic,
     toxic_from_json,
     toxic_types,
+    toxics_from_json,
 )
+from resetguard.proxy._config import parse_config
 
 EXAMPLES: list[Toxic] = [
     Latency(latency=100, jitter=10),
@@ -180,3 +182,30 @@ def test_bad_specs_name_the_bad_part(spec: str, fragment: str) -> None:
     assert fragment in str(info.value)
     if spec:
         assert repr(spec) in str(info.value)
+
+
+def test_toxics_from_json_expands_both_like_the_cli() -> None:
+    body = {"type": "latency", "stream": "both", "attributes": {"latency": 100}}
+    assert toxics_from_json(body) == parse_toxic("latency:both:latency=100")
+    named = toxics_from_json({**body, "name": "slow"})
+    assert named == parse_toxic("latency:both:latency=100:name=slow")
+    assert toxics_from_json({"type": "latency"}) == (toxic_from_json({"type": "latency"}),)
+    with pytest.raises(ToxicError, match="toxics_from_json"):
+        toxic_from_json(body)
+
+
+def test_config_file_accepts_stream_both_in_toxic_objects() -> None:
+    config = parse_config(
+        [
+            {
+                "name": "db",
+                "upstream": "127.0.0.1:5432",
+                "toxics": [{"type": "reset_peer", "stream": "both", "toxicity": 0.5}],
+            }
+        ]
+    )
+    toxics = config.proxies[0].toxics
+    assert [(t.name, t.stream, t.toxicity) for t in toxics] == [
+        ("reset_peer_upstream", "upstream", 0.5),
+        ("reset_peer_downstream", "downstream", 0.5),
+    ]

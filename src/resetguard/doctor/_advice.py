@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..db._settings import FALLBACK_IDLE_LIMIT, format_seconds, pool_settings, safe_expiry
 from ._db import DbObservation, TcpObservation
 from ._http import HttpObservation
 from ._model import ClientCheck, Finding, HostKeepalive, Recommendation, Severity
@@ -52,24 +53,11 @@ CLIENT_DEFAULTS: dict[str, tuple[tuple[str, str, float | None], ...]] = {
 # HTTP fallback when no idle close was seen: DESIGN 3.3's idle expiry (below the common 5 s).
 _HTTP_FALLBACK_EXPIRY = 4.0
 # DB fallback when the server never closes idle sessions: below AWS NAT's 350 s idle drop.
-_DB_FALLBACK_EXPIRY = 300.0
-_REDIS_FALLBACK_HEALTH = 30.0
+_DB_FALLBACK_EXPIRY = FALLBACK_IDLE_LIMIT
 # Host keepalive above this is longer than common NAT/LB idle drops (AWS NAT 350 s).
 _HOST_KEEPALIVE_LIMIT = 300
 _SLOW_CONNECT_S = 1.0
 _CERT_EXPIRY_WARN_DAYS = 14.0
-
-
-def safe_expiry(server_idle_s: float) -> float:
-    """A client idle expiry safely below ``server_idle_s``: 1 s margin (5 % for long timeouts).
-
-    Example::
-
-        >>> safe_expiry(5.0), safe_expiry(1.5), safe_expiry(28800.0)
-        (4.0, 0.75, 27360.0)
-    """
-    margin = max(min(1.0, server_idle_s / 2), 0.05 * server_idle_s)
-    return round(server_idle_s - margin, 3)
 
 
 def fallback_expiry(kind: str) -> float:
@@ -84,7 +72,7 @@ def _num(value: float) -> str:
 
 
 def _s(value: float) -> str:
-    return f"{_num(value)} s"
+    return format_seconds(value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -660,10 +648,7 @@ def _judge_db(
                     "gateways and load balancers on the path drop idle flows (AWS NAT: 350 s); "
                     "the next query on such a pooled connection fails."
                 ),
-                fix=(
-                    "Recycle or check pooled connections (pool_pre_ping / check=) and enable "
-                    "TCP keepalive on the client (see the settings below)."
-                ),
+                fix=_no_idle_timeout_fix(obs.kind),
             )
         )
     else:
@@ -709,6 +694,20 @@ def _judge_db(
         client_defaults=checks,
         findings=_rank(findings),
         recommendations=tuple(recs),
+    )
+
+
+def _no_idle_timeout_fix(kind: str) -> str:
+    if kind == "redis":
+        return (
+            "Have redis-py PING connections idle for a while before reusing them "
+            "(health_check_interval) and enable TCP keepalive on the client "
+            "(socket_keepalive; see the settings below)."
+        )
+    return (
+        "Recycle or check pooled connections (SQLAlchemy pool_recycle / pool_pre_ping, "
+        "psycopg_pool check= / max_idle) and enable TCP keepalive on the client (see the "
+        "settings below)."
     )
 
 
@@ -798,74 +797,44 @@ def _sqlalchemy_url(target: Target) -> str:
     return f"{driver}://{rest}"
 
 
+# Which clients get copy-paste settings per server kind: (name shown, pool_settings driver).
+_DB_CLIENTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "postgresql": (
+        ("SQLAlchemy", "sqlalchemy"),
+        ("psycopg_pool", "psycopg_pool"),
+        ("asyncpg", "asyncpg"),
+    ),
+    "mysql": (("SQLAlchemy", "sqlalchemy"), ("aiomysql", "aiomysql")),
+    "redis": (("redis-py", "redis"),),
+}
+
+
 def _db_recommendations(target: Target, kind: str, idle_s: float | None) -> list[Recommendation]:
+    """Rendered from :func:`resetguard.db.pool_settings`: the one source of pool advice."""
     if idle_s is not None:
-        expiry = safe_expiry(idle_s)
-        why = f"# The server drops sessions idle for {_s(idle_s)}: retire ours first."
+        why = f"The server drops sessions idle for {format_seconds(idle_s)}."
     else:
-        expiry = fallback_expiry(kind)
-        why = (
-            f"# The server keeps idle sessions, but NAT/LB hops often drop them (AWS NAT: 350 s): "
-            f"retire after {_s(expiry)}."
-        )
-    e = _num(expiry)
-    password_note = "# Replace *** with the real password.\n" if target.password is not None else ""
+        why = "The server keeps idle sessions, but NAT/LB hops often drop them (AWS NAT: 350 s)."
+    if target.password is not None:
+        why += "\nReplace *** with the real password."
     recs: list[Recommendation] = []
-    if kind in ("postgresql", "mysql"):
+    for client, driver in _DB_CLIENTS.get(kind, ()):
+        backend: Literal["postgresql", "mysql"] | None = None
+        if driver == "sqlalchemy" and kind in ("postgresql", "mysql"):
+            backend = "postgresql" if kind == "postgresql" else "mysql"
+        settings = pool_settings(driver, server_idle_timeout=idle_s, backend=backend)
+        url = _sqlalchemy_url(target) if driver == "sqlalchemy" else target.display
+        comment = why
+        if driver == "redis":
+            # redis-py does not retire connections; it PINGs one that sat idle too long.
+            ping = format_seconds(settings.idle_limit)
+            head, _, rest = why.partition(".")
+            comment = f"{head}: PING a connection idle over {ping} before reuse.{rest}"
         recs.append(
             Recommendation(
-                client="SQLAlchemy",
-                summary=f"pool_recycle={e}, pool_pre_ping=True",
-                code=(
-                    "from sqlalchemy import create_engine\n\n"
-                    f"{why}\n{password_note}"
-                    "engine = create_engine(\n"
-                    f"    {_sqlalchemy_url(target)!r},\n"
-                    f"    pool_recycle={e},  # seconds; replaces connections older than this\n"
-                    "    pool_pre_ping=True,  # tests each connection when it is checked out\n"
-                    ")\n"
-                ),
-            )
-        )
-    if kind == "postgresql":
-        recs.append(
-            Recommendation(
-                client="psycopg_pool",
-                summary=f"check=ConnectionPool.check_connection, max_idle={e}, TCP keepalives",
-                code=(
-                    "from psycopg_pool import ConnectionPool\n\n"
-                    f"{why}\n{password_note}"
-                    "pool = ConnectionPool(\n"
-                    f"    {target.display!r},\n"
-                    "    # test each connection on checkout (psycopg_pool >= 3.2)\n"
-                    "    check=ConnectionPool.check_connection,\n"
-                    f"    max_idle={e},  # closes idle connections above min_size\n"
-                    '    kwargs={"keepalives": 1, "keepalives_idle": 60, '
-                    '"keepalives_interval": 10, "keepalives_count": 3},\n'
-                    "    open=False,\n"
-                    ")\n"
-                ),
-            )
-        )
-    if kind == "redis":
-        interval = expiry if idle_s is not None else _REDIS_FALLBACK_HEALTH
-        h = _num(interval)
-        recs.append(
-            Recommendation(
-                client="redis-py",
-                summary=f"health_check_interval={h}, socket_keepalive=True",
-                code=(
-                    "import socket\n\nimport redis\n\n"
-                    f"{why}\n{password_note}"
-                    "client = redis.Redis.from_url(\n"
-                    f"    {target.display!r},\n"
-                    f"    health_check_interval={h},  # PING a connection idle longer than this\n"
-                    "    socket_keepalive=True,\n"
-                    "    # Linux names; on macOS use socket.TCP_KEEPALIVE for the idle time.\n"
-                    "    socket_keepalive_options={socket.TCP_KEEPIDLE: 60, "
-                    "socket.TCP_KEEPINTVL: 10, socket.TCP_KEEPCNT: 3},\n"
-                    ")\n"
-                ),
+                client=client,
+                summary=settings.summary(),
+                code=settings.render(url, comment=comment),
             )
         )
     return recs
@@ -883,11 +852,37 @@ def _judge_tcp(
     idle_close: Literal["fin", "rst"] | None = (
         None if obs.idle.outcome == "open" else obs.idle.outcome
     )
+    if idle_s is None:
+        seen = f"no close of a silent connection within {_s(obs.idle.limit_s)}"
+    else:
+        seen = f"a silent connection closed after {_s(idle_s)} with {obs.idle.outcome.upper()}"
+    findings.append(
+        Finding(
+            id="tcp-only",
+            severity=Severity.INFO,
+            title="Measured at the TCP level only: no client setting was judged",
+            detail=(
+                f"Measured: {seen}. A host:port target is probed without a protocol: the "
+                "connection sends nothing, so this is how long the server waits for a client "
+                "that never speaks (for HTTP servers often a header timeout, for databases a "
+                "login timeout). Not measured: how long a connection stays usable after a "
+                "request or a login (HTTP keep-alive, a database session), which is what "
+                "pooled clients run into. So no client's idle expiry was compared, and a "
+                "healthy verdict here says nothing about them."
+            ),
+            fix=(
+                f"For an HTTP server run: resetguard doctor http://{target.display}/ ; for a "
+                "database give a postgresql://, mysql:// or redis:// DSN."
+            ),
+        )
+    )
     host_findings, host_recs = _host_findings(host)
     findings += host_findings
     facts: dict[str, Any] = {
         "peer": obs.peer,
         "addresses": list(obs.addresses),
+        "not_judged": "client idle expiry vs the keep-alive or session idle timeout "
+        "(needs an http(s):// URL or a database DSN)",
         "sent_before_idle_close": obs.idle.said,
         "note": (
             "A silent connection was watched: the time measured is how long this server "

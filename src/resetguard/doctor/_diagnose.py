@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 
@@ -61,8 +62,18 @@ def diagnose(
     timeout = _check_seconds("timeout", timeout)
     if method.upper() not in _METHODS:
         raise ValueError(f"method must be one of {', '.join(_METHODS)}, got {method!r}")
-    if cafile is not None and parsed.kind != "http":
-        raise ValueError(f"cafile applies to https:// targets only, not {parsed.display!r}")
+    if cafile is not None:
+        # An unused CA bundle is an error, not a warning: whoever gives one expects the
+        # certificate to be checked against it, and http:// checks nothing.
+        if parsed.kind != "http":
+            raise ValueError(f"cafile applies to https:// targets only, not {parsed.display!r}")
+        if parsed.scheme != "https":
+            raise ValueError(
+                f"cafile applies to https:// targets only: {parsed.display!r} uses no TLS, "
+                "so there is no certificate to check"
+            )
+        if not os.path.isfile(cafile):
+            raise ValueError(f"cafile {cafile!r} does not exist or is not a file")
     progress = progress or NullProgress()
     host = host_keepalive if host_keepalive is not None else read_host_keepalive()
     from resetguard import __version__

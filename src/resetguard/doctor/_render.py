@@ -20,6 +20,22 @@ def _fmt_s(value: float | None) -> str:
     return f"{value:.2f} s"
 
 
+def _fmt_setting(value: float, note: str = "") -> str:
+    """A server setting or a long timeout in whole units: ``8 h (28800 s)``, not 28800.00 s."""
+    notes = [note] if note else []
+    if value < 60:
+        text = _fmt_s(value)
+    elif value >= 3600 and value % 3600 == 0:
+        text = f"{value / 3600:.0f} h"
+        notes.insert(0, f"{value:.0f} s")
+    elif value >= 120 and value % 60 == 0:
+        text = f"{value / 60:.0f} min"
+        notes.insert(0, f"{value:.0f} s")
+    else:
+        text = f"{value:.0f} s"
+    return f"{text} ({', '.join(notes)})" if notes else text
+
+
 def _wrap(text: str, indent: int) -> list[str]:
     pad = " " * indent
     return textwrap.wrap(text, width=_WIDTH, initial_indent=pad, subsequent_indent=pad) or [pad]
@@ -41,9 +57,11 @@ def _summary_rows(report: Report) -> list[tuple[str, str]]:
             how = f", closed with {report.idle_close.upper()}" if report.idle_close else ""
             rows.append(
                 (
-                    "Server idle timeout",
-                    f"{report.server_idle_timeout_s:.2f} s "
-                    f"({report.server_idle_timeout_source}){how}",
+                    "Silent client closed" if report.kind == "tcp" else "Server idle timeout",
+                    _fmt_setting(
+                        report.server_idle_timeout_s, str(report.server_idle_timeout_source)
+                    )
+                    + how,
                 )
             )
         else:
@@ -82,7 +100,7 @@ def _summary_rows(report: Report) -> list[tuple[str, str]]:
         rows.append(
             (
                 str(facts.get("idle_setting")),
-                "off (never)" if configured is None else _fmt_s(configured),
+                "off (never)" if configured is None else _fmt_setting(configured),
             )
         )
     host = report.host
@@ -110,6 +128,9 @@ def render_text(report: Report) -> str:
         "problems": "PROBLEMS FOUND",
         "error": "COULD NOT DIAGNOSE",
     }[report.status]
+    if report.kind == "tcp" and report.status == "healthy":
+        # host:port measures a silent connection only: no client was judged (finding tcp-only).
+        verdict = "NO PROBLEM AT THE TCP LEVEL (clients not judged: use a URL or DSN)"
     tally = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
     lines = [
         f"resetguard doctor: {report.target}",

@@ -9,28 +9,31 @@ but any ``TraceConfig`` costs ~25 µs per request, so they are not used.
 
 Idle expiry: the connector resetguard creates checks each pooled connection before reuse
 against its origin's limit (configured, ``Keep-Alive`` hint, learned), and learns from the
-connections it finds closed. A connector you pass yourself keeps aiohttp's own
-``keepalive_timeout`` only; ``max_age`` is not applied to aiohttp connections.
+connections it finds closed. A plain ``TCPConnector`` you pass gets the same checks on top
+of its own options; a connector of another class keeps aiohttp's own ``keepalive_timeout``
+only. ``max_age`` is not applied to aiohttp connections.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec
 
 import aiohttp
 
-from .. import _clock, _guard
+from .._drivers import AttemptContext, adrive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
-from ._idle import IdleLimits
-from ._rules import HTTPPolicy, Progress, is_idempotent, parse_keep_alive
-from ._run import HttpRun, current, resolve_policy
+from ._guards import OriginGuards
+from ._idle import IdleLimits, expires_at
+from ._rules import HTTPPolicy
+from ._run import Exchange, current, resolve_policy
 
-__all__ = ["DEFAULT_TIMEOUT", "RetrySession"]
+__all__ = ["DEFAULT_TIMEOUT", "RequestContext", "RetrySession"]
 
 #: No total limit (the policy's deadline bounds retries), 5 s to connect, 30 s per read.
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=30.0)
@@ -81,7 +84,7 @@ class _Connector(aiohttp.TCPConnector):
                     emit(
                         ConnectionEvent(name="aiohttp", action="closed", peer=origin, idle_age=idle)
                     )
-            elif limit is not None and idle > limit:
+            elif (due := expires_at(released, released, limit, None)) is not None and now > due:
                 if hooks_active():
                     emit(
                         ConnectionEvent(
@@ -96,21 +99,235 @@ class _Connector(aiohttp.TCPConnector):
         del self._conns[key]
 
 
-def _simple_body(kwargs: Mapping[str, Any]) -> tuple[bool, Any]:
-    """(replayable as is, a seekable file to rewind or None)."""
+class _HeldFile(io.IOBase):
+    """A file handed to aiohttp that aiohttp cannot close.
+
+    aiohttp closes a file body when its request ends, failed or not, so a retry could not
+    send it again. Each attempt gets this view instead (rewound before a replay), and the
+    file itself is closed once, when the whole request is over, as aiohttp would.
+    """
+
+    def __init__(self, file: Any) -> None:
+        super().__init__()
+        self._file = file
+        self.name = getattr(file, "name", None)
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._file.read(size)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        position: int = self._file.seek(offset, whence)
+        return position
+
+    def tell(self) -> int:
+        position: int = self._file.tell()
+        return position
+
+    def fileno(self) -> int:
+        number: int = self._file.fileno()
+        return number
+
+    def close(self) -> None:
+        pass  # the request closes the file itself when it is over
+
+
+class _ReplayForm(aiohttp.FormData):
+    """A ``FormData`` that builds a fresh multipart body for every attempt.
+
+    aiohttp turns a ``FormData`` into its body once and closes that body when the attempt
+    ends; a replay needs a new one, with the same fields.
+    """
+
+    def __init__(self, form: aiohttp.FormData, fields: list[Any]) -> None:
+        super().__init__(quote_fields=form._quote_fields, charset=form._charset)
+        self._is_multipart = form._is_multipart
+        self._fields = fields
+
+    def __call__(self) -> Any:
+        fresh = aiohttp.FormData(quote_fields=self._quote_fields, charset=self._charset)
+        fresh._is_multipart = self._is_multipart
+        fresh._fields = list(self._fields)
+        return fresh()
+
+
+def _holdable(value: Any) -> bool:
+    return (
+        isinstance(value, io.BufferedReader | io.BufferedRandom | io.FileIO)
+        and not value.closed
+        and _seekable(value)
+    )
+
+
+def _hold_files(kwargs: dict[str, Any]) -> list[Any]:
+    """Put each seekable file of the body behind a :class:`_HeldFile`; the files held."""
     data = kwargs.get("data")
-    if data is None or isinstance(data, bytes | bytearray | str | dict | list | tuple):
-        return True, None
-    if isinstance(data, io.IOBase) and data.seekable():
-        return True, (data, data.tell())
-    return False, None
+    held: list[Any] = []
+
+    def hold(value: Any) -> Any:
+        if _holdable(value):
+            held.append(value)
+            return _HeldFile(value)
+        return value
+
+    if isinstance(data, aiohttp.FormData):
+        if data._fields:
+            fields = [(options, headers, hold(v)) for options, headers, v in data._fields]
+            kwargs["data"] = _ReplayForm(data, fields)
+    elif isinstance(data, Mapping):
+        kwargs["data"] = {k: hold(v) for k, v in data.items()}
+    elif isinstance(data, list | tuple):
+        kwargs["data"] = [
+            (p[0], hold(p[1])) if isinstance(p, tuple | list) and len(p) == 2 else p for p in data
+        ]
+    else:
+        kwargs["data"] = hold(data)
+    return held
 
 
-def _origin(url: Any) -> str:
-    from yarl import URL
+async def _then_close(
+    send: Coroutine[Any, Any, aiohttp.ClientResponse], files: list[Any]
+) -> aiohttp.ClientResponse:
+    try:
+        return await send
+    finally:
+        for file in files:
+            file.close()
 
-    u = URL(str(url))
-    return f"{u.host}:{u.port}"
+
+def _adopt(connector: aiohttp.TCPConnector, limits: IdleLimits) -> None:
+    """Give a plain ``TCPConnector`` (with the user's options) the idle checks of ours.
+
+    ``_Connector`` adds two attributes and one override to ``TCPConnector`` and nothing to
+    its layout, so the connector keeps every option it was built with.
+    """
+    connector.__class__ = _Connector
+    connector._rg_limits = limits  # type: ignore[attr-defined]
+    connector._rg_idle = None  # type: ignore[attr-defined]
+
+
+def _form_values(data: Any) -> list[Any] | None:
+    """The values of a form body (dict, pairs, ``FormData``); None for any other body."""
+    if isinstance(data, aiohttp.FormData):
+        return [value for _options, _headers, value in data._fields]
+    if isinstance(data, Mapping):
+        return list(data.values())
+    if isinstance(data, list | tuple):
+        return [
+            pair[1] if isinstance(pair, tuple | list) and len(pair) == 2 else pair for pair in data
+        ]
+    return None
+
+
+def _seekable(value: Any) -> bool:
+    try:
+        return isinstance(value, io.IOBase) and value.seekable()
+    except (OSError, ValueError):
+        return False
+
+
+def _rewinder(positions: list[tuple[Any, int]]) -> Callable[[], bool]:
+    def rewind() -> bool:
+        try:
+            for file, position in positions:
+                file.seek(position)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    return rewind
+
+
+def _replayable(kwargs: Mapping[str, Any]) -> Callable[[], bool]:
+    """Readies the request body to be sent again; False when it cannot be (a stream).
+
+    Bytes and text replay as they are; a seekable file, alone or inside a form (dict,
+    pairs, ``FormData``), is rewound to where it started.
+    """
+    data = kwargs.get("data")
+    if data is None or isinstance(data, bytes | bytearray | str):
+        return _always
+    if isinstance(data, io.IOBase):
+        return _rewinder([(data, data.tell())]) if _seekable(data) else _never
+    values = _form_values(data)
+    if values is None:
+        return _never
+    if isinstance(data, aiohttp.FormData) and not values and data._is_multipart:
+        return _never  # sent before (its fields were consumed): not replayed
+    files = [v for v in values if hasattr(v, "read")]
+    if not all(_seekable(f) for f in files):
+        return _never  # a pipe or a stream inside the form: sent once
+    if not files:
+        return _always
+    return _rewinder([(f, f.tell()) for f in files])
+
+
+def _always() -> bool:
+    return True
+
+
+def _never() -> bool:
+    return False
+
+
+_P = ParamSpec("_P")
+
+
+class RequestContext(Coroutine[Any, Any, aiohttp.ClientResponse]):
+    """What :meth:`RetrySession.request` and the verbs return, as aiohttp's own methods do.
+
+    Await it (``response = await session.get(url)``) or enter it
+    (``async with session.get(url) as response:``); the block releases the response.
+    """
+
+    __slots__ = ("_coro", "_response")
+
+    def __init__(self, coro: Coroutine[Any, Any, aiohttp.ClientResponse]) -> None:
+        self._coro = coro
+        self._response: aiohttp.ClientResponse | None = None
+
+    def __await__(self) -> Generator[Any, None, aiohttp.ClientResponse]:
+        return self._coro.__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._coro.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._coro.throw(*args)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        self._response = await self._coro
+        return await self._response.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._response is not None:
+            await self._response.__aexit__(exc_type, exc, tb)
+
+
+def _context(
+    send: Callable[_P, Coroutine[Any, Any, aiohttp.ClientResponse]],
+) -> Callable[_P, RequestContext]:
+    @functools.wraps(send)
+    def request(*args: _P.args, **kwargs: _P.kwargs) -> RequestContext:
+        held = _hold_files(kwargs) if "data" in kwargs else []
+        coro = send(*args, **kwargs)
+        return RequestContext(_then_close(coro, held) if held else coro)
+
+    return request
 
 
 class RetrySession:
@@ -119,8 +336,15 @@ class RetrySession:
     Args:
         policy: the :class:`HTTPPolicy` (default ``HTTPPolicy()``).
         retry: shorthand for ``policy=HTTPPolicy(retry=retry)``.
-        session_options: ``aiohttp.ClientSession`` arguments (``base_url``, ``headers``…);
-            a ``connector`` you pass is used as is.
+        session_options: ``aiohttp.ClientSession`` arguments (``base_url``, ``headers``,
+            ``trust_env``, ``connector``…), as aiohttp takes them. A plain
+            ``aiohttp.TCPConnector`` you pass keeps its options and gains the idle checks;
+            a connector of another class is used as is.
+
+    ``request()`` and the verbs work both ways aiohttp's do: ``await session.get(url)``
+    and ``async with session.get(url) as response:`` (the block releases the response).
+    Every ``ClientSession.request`` argument (``proxy=``, ``data=``, ``ssl=``…) passes
+    through; seekable files (alone or in a form) are rewound when a retry replays them.
 
     :meth:`request` reads the body before returning (so a reset mid-body is retried for
     idempotent requests); pass ``read=False`` to stream it yourself.
@@ -130,8 +354,8 @@ class RetrySession:
         from resetguard.http import RetrySession
 
         async with RetrySession() as session:
-            response = await session.get("https://example.org/")
-            text = await response.text()
+            async with session.get("https://example.org/") as response:
+                text = await response.text()
     """
 
     def __init__(
@@ -142,16 +366,20 @@ class RetrySession:
         **session_options: Any,
     ) -> None:
         self._policy = resolve_policy(policy, retry)
-        #: Per-origin idle limits seen (hints, learned); aiohttp itself applies only
-        #: ``keepalive_timeout``.
+        #: Per-origin idle limits (configured, hints, learned): ``snapshot()``, ``forget()``.
         self.idle_limits = IdleLimits(self._policy.idle_timeout, learn=self._policy.learn_idle)
-        if "connector" not in session_options:
+        #: The session's retry budget and per-origin breakers (``states()``, ``statistics()``).
+        self.guards = OriginGuards(self._policy)
+        connector = session_options.get("connector")
+        if connector is None:
             idle = self._policy.idle_timeout
             session_options["connector"] = _Connector(
                 self.idle_limits,
                 limit=100,
                 keepalive_timeout=idle if idle is not None else 15.0,
             )
+        elif type(connector) is aiohttp.TCPConnector:
+            _adopt(connector, self.idle_limits)
         session_options.setdefault("timeout", DEFAULT_TIMEOUT)
         self.session = aiohttp.ClientSession(**session_options)
         # aiohttp's own silent replay (one re-send of an idempotent request on any broken
@@ -163,28 +391,30 @@ class RetrySession:
         """The :class:`HTTPPolicy` in force."""
         return self._policy
 
+    @_context
     async def request(
         self, method: str, url: Any, *, read: bool = True, **kwargs: Any
     ) -> aiohttp.ClientResponse:
-        """Send a request under the policy, like ``ClientSession.request`` (awaited)."""
-        policy = self._policy
-        retry = policy.retry
+        """Send a request under the policy, like ``ClientSession.request``.
+
+        Awaited or used as ``async with session.request(...) as response:``.
+        """
         headers = kwargs.get("headers")
         if headers is not None and not isinstance(headers, Mapping):
             headers = dict(headers)
-        idempotent = is_idempotent(method, headers, policy)
-        simple, rewind = _simple_body(kwargs)
-        breaker, budget = retry.breaker, retry.budget
-        if budget is not None:
-            budget._deposit()
-        run: HttpRun | None = None
-        ticket, t0 = 0, 0.0
-        while True:
-            if breaker is not None:
-                ticket = _guard.acquire(breaker, run)
-                t0 = breaker._clock()
-            progress = Progress()
-            token = current.set(progress)
+        exchange = Exchange(
+            self._policy,
+            method,
+            str(url),
+            headers,
+            buffered=read,
+            replayable=_replayable(kwargs),
+            limits=self.idle_limits,
+            guards=self.guards,
+        )
+
+        async def attempt(a: AttemptContext) -> aiohttp.ClientResponse:
+            progress, token = exchange.begin(a)
             try:
                 response = await self.session.request(method, url, **kwargs)
                 # The head arrived. How much was written is not reported (a tracing
@@ -197,71 +427,41 @@ class RetrySession:
                     except BaseException:
                         response.close()
                         raise
-            except BaseException as exc:
-                if breaker is not None:
-                    _guard.release(breaker, ticket, t0, exc)
-                if not isinstance(exc, Exception):
-                    raise  # cancellation or an interrupt: never retried
-                if run is None:
-                    run = HttpRun(policy, method, str(url), idempotent=idempotent)
-                replayable = simple
-                if rewind is not None:
-                    try:
-                        rewind[0].seek(rewind[1])
-                    except (OSError, ValueError):
-                        replayable = False
-                delay = run.failed(exc, progress, replayable=replayable, buffered=read)
-                if run.stale_close and progress.idle_age is not None and progress.peer:
-                    self.idle_limits.closed(progress.peer, progress.idle_age)
-                if delay is None:
-                    raise
-                if delay > 0:
-                    await (retry.async_sleep or _clock.async_sleep)(delay)
-                continue
             finally:
-                current.reset(token)
-            if breaker is not None:
-                _guard.release(breaker, ticket, t0, None)
-            keep_alive = response.headers.get("Keep-Alive")
-            if keep_alive is not None:
-                seconds = parse_keep_alive(keep_alive)
-                if seconds is not None:
-                    self.idle_limits.hint(_origin(response.url), seconds)
-            if progress.reused and progress.idle_age is not None and progress.peer:
-                self.idle_limits.alive(progress.peer, progress.idle_age)
-            if idempotent and response.status in policy.status_codes:
-                if run is None:
-                    run = HttpRun(policy, method, str(url), idempotent=idempotent)
-                delay = run.status(response.status, response.headers.get("Retry-After"))
-                if delay is not None:
-                    response.release()
-                    if delay > 0:
-                        await (retry.async_sleep or _clock.async_sleep)(delay)
-                    continue
-            if run is not None and run.history:
-                run.succeeded()
+                exchange.end(token)
+            if exchange.answered(a, progress, response.status, response.headers):
+                response.release()
             return response
 
-    async def get(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
-        return await self.request("GET", url, **kwargs)
+        return await adrive(exchange, attempt)
 
-    async def head(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
-        return await self.request("HEAD", url, **kwargs)
+    def get(self, url: Any, **kwargs: Any) -> RequestContext:
+        return self.request("GET", url, **kwargs)
 
-    async def options(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
-        return await self.request("OPTIONS", url, **kwargs)
+    def head(self, url: Any, **kwargs: Any) -> RequestContext:
+        return self.request("HEAD", url, **kwargs)
 
-    async def post(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
-        return await self.request("POST", url, **kwargs)
+    def options(self, url: Any, **kwargs: Any) -> RequestContext:
+        return self.request("OPTIONS", url, **kwargs)
 
-    async def put(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
-        return await self.request("PUT", url, **kwargs)
+    def post(self, url: Any, **kwargs: Any) -> RequestContext:
+        return self.request("POST", url, **kwargs)
 
-    async def patch(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
-        return await self.request("PATCH", url, **kwargs)
+    def put(self, url: Any, **kwargs: Any) -> RequestContext:
+        return self.request("PUT", url, **kwargs)
 
-    async def delete(self, url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
-        return await self.request("DELETE", url, **kwargs)
+    def patch(self, url: Any, **kwargs: Any) -> RequestContext:
+        return self.request("PATCH", url, **kwargs)
+
+    def delete(self, url: Any, **kwargs: Any) -> RequestContext:
+        return self.request("DELETE", url, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else a ClientSession has (cookie_jar, headers, closed, ws_connect…)
+        # is the wrapped session's.
+        if name == "session":
+            raise AttributeError(name)
+        return getattr(self.session, name)
 
     async def close(self) -> None:
         await self.session.close()
@@ -269,10 +469,5 @@ class RetrySession:
     async def __aenter__(self) -> RetrySession:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()

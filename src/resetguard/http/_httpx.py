@@ -16,18 +16,20 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
+from types import TracebackType
 from typing import Any
 
 import httpcore
 import httpx
 
-from .. import _clock, _guard
+from .._drivers import AttemptContext, adrive, drive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
-from ._idle import IdleLimits
-from ._rules import HTTPPolicy, Progress, is_idempotent, parse_keep_alive
-from ._run import HttpRun, current, resolve_policy
+from ._guards import OriginGuards
+from ._idle import IdleLimits, expires_at
+from ._rules import HTTPPolicy, Progress
+from ._run import Exchange, current, resolve_policy
 
 __all__ = [
     "BUFFER_EXTENSION",
@@ -67,6 +69,7 @@ def _limits(policy: HTTPPolicy, limits: httpx.Limits | None) -> httpx.Limits:
 
 
 def _origin(url: httpx.URL) -> str:
+    """``host:port`` (as :func:`~resetguard.http._idle.origin_of`), from the parsed URL."""
     port = url.port or (443 if url.scheme == "https" else 80)
     return f"{url.host}:{port}"
 
@@ -98,12 +101,9 @@ class _Conn:
 
     def due(self) -> float | None:
         """When this connection passes its idle limit or its max age (None: never)."""
-        limit = self.limits.limit(self.origin)
-        due = None if limit is None else self.last_used + limit
-        if self.max_age is not None:
-            aged = self.created + self.max_age
-            due = aged if due is None else min(due, aged)
-        return due
+        return expires_at(
+            self.last_used, self.created, self.limits.limit(self.origin), self.max_age
+        )
 
     def bind(self, progress: Progress) -> None:
         """The first write of an attempt: record whether this connection is reused."""
@@ -128,8 +128,9 @@ class _Conn:
         now = _monotonic()
         idle = now - self.last_used
         limit = self.limits.limit(self.origin)
+        max_age = self.max_age
         if (limit is not None and idle > limit) or (
-            self.max_age is not None and now - self.created > self.max_age
+            max_age is not None and now - self.created > max_age
         ):
             if hooks_active():
                 emit(
@@ -144,12 +145,6 @@ class _Conn:
                     ConnectionEvent(name="httpx", action="closed", peer=self.origin, idle_age=idle)
                 )
         return readable
-
-
-def _wrote(progress: Progress | None, conn: _Conn, n: int) -> None:
-    conn.last_used = _monotonic()
-    if progress is not None:
-        progress.bytes_sent += n
 
 
 def _read(progress: Progress | None, conn: _Conn, data: bytes) -> None:
@@ -181,7 +176,9 @@ class _Stream(httpcore.NetworkStream):
             if progress is not None:
                 progress.send_failed = True
             raise
-        _wrote(progress, self._conn, len(buffer))
+        # The idle clock restarts on reads only: a response always follows the writes.
+        if progress is not None:
+            progress.bytes_sent += len(buffer)
 
     def close(self) -> None:
         self._conn.closed = True
@@ -221,7 +218,9 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
             if progress is not None:
                 progress.send_failed = True
             raise
-        _wrote(progress, self._conn, len(buffer))
+        # The idle clock restarts on reads only: a response always follows the writes.
+        if progress is not None:
+            progress.bytes_sent += len(buffer)
 
     async def aclose(self) -> None:
         self._conn.closed = True
@@ -340,48 +339,112 @@ def _instrument(transport: object, limits: IdleLimits, max_age: float | None) ->
 # --------------------------------------------------------------------------- bodies
 
 
-class _OnceStream(httpx.SyncByteStream):
-    """A streamed request body: remembers whether sending it has started."""
+class _OnceStream(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A streamed request body: tells whether sending it again would send the same bytes.
 
-    def __init__(self, inner: Iterable[bytes]) -> None:
+    One wrapper serves both sides: httpx's multipart stream is a sync *and* an async
+    stream, and the client that sends it decides which way it is read. A body that can be
+    rewound (a multipart form whose files all seek, or a seekable file passed as
+    ``content=``) never counts as started: each attempt reads it from its start again.
+    """
+
+    def __init__(self, inner: Any) -> None:
         self._inner = inner
-        self.started = False
+        self._sent = False
+        self._rewind = _rewinder(inner)
+
+    @property
+    def started(self) -> bool:
+        """True once sending began and the body cannot be sent again."""
+        return self._sent and self._rewind is None
+
+    def _begin(self) -> None:
+        if self._sent and self._rewind is not None:
+            self._rewind()
+        self._sent = True
 
     def __iter__(self) -> Iterator[bytes]:
-        self.started = True
+        self._begin()
         yield from self._inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self._begin()
+        async for chunk in self._inner:
+            yield chunk
 
     def close(self) -> None:
         close = getattr(self._inner, "close", None)
         if close is not None:
             close()
 
-
-class _AsyncOnceStream(httpx.AsyncByteStream):
-    def __init__(self, inner: httpx.AsyncByteStream) -> None:
-        self._inner = inner
-        self.started = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        self.started = True
-        async for chunk in self._inner:
-            yield chunk
-
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        aclose = getattr(self._inner, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
-def _track_body(request: httpx.Request) -> _OnceStream | _AsyncOnceStream | None:
+#: The same wrapper serves async bodies (kept for code that names it).
+_AsyncOnceStream = _OnceStream
+
+
+def _seekable(file: Any) -> bool:
+    try:
+        return bool(file.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _rewinder(stream: Any) -> Any:
+    """A callable that rewinds ``stream`` for a replay, or None if it cannot be replayed."""
+    fields = getattr(stream, "fields", None)
+    if isinstance(stream, httpx.SyncByteStream) and isinstance(fields, list):
+        # httpx's multipart stream seeks every file to 0 itself each time it is read.
+        files = [getattr(field, "file", None) for field in fields]
+        if all(f is None or isinstance(f, str | bytes) or _seekable(f) for f in files):
+            return lambda: None
+        return None
+    file = getattr(stream, "_stream", None)  # a file object given as content=
+    if isinstance(stream, httpx.AsyncByteStream):
+        return None  # an async file's seek is a coroutine: not replayed
+    if file is not None and hasattr(file, "read") and _seekable(file):
+        try:
+            position = file.tell()
+        except (OSError, ValueError):
+            return None
+        return lambda: file.seek(position)
+    return None
+
+
+def _track_body(request: httpx.Request) -> _OnceStream | None:
     """None when the body is bytes (replayable); else a wrapper that tells if it started."""
     stream = request.stream
     if isinstance(stream, httpx.ByteStream):
         return None
-    if isinstance(stream, httpx.AsyncByteStream):
-        tracked: _OnceStream | _AsyncOnceStream = _AsyncOnceStream(stream)
-    else:
-        tracked = _OnceStream(stream)
+    if isinstance(stream, _OnceStream):
+        return stream  # a 307/308 redirect sends the same body again: already tracked
+    tracked = _OnceStream(stream)
     request.stream = tracked
     return tracked
+
+
+def _exchange(transport: _Base, request: httpx.Request, buffered: bool) -> Exchange:
+    """The request's translation for the engine (see :class:`~resetguard.http._run.Exchange`)."""
+    body = _track_body(request)
+    return Exchange(
+        transport._policy,
+        request.method,
+        request.url,
+        request.headers,
+        buffered=buffered,
+        replayable=_always if body is None else lambda: not body.started,
+        limits=transport.idle_limits,
+        guards=transport.guards,
+        origin=_origin(request.url),
+    )
+
+
+def _always() -> bool:
+    return True
 
 
 def _buffer(response: httpx.Response) -> None:
@@ -413,32 +476,27 @@ async def _abuffer(response: httpx.Response) -> None:
 class _Base:
     _policy: HTTPPolicy
     idle_limits: IdleLimits
+    guards: OriginGuards
 
-    def _setup(self, policy: HTTPPolicy | None, retry: Retry | None) -> None:
+    def _setup(
+        self,
+        policy: HTTPPolicy | None,
+        retry: Retry | None,
+        idle_limits: IdleLimits | None,
+        guards: OriginGuards | None,
+    ) -> None:
         self._policy = resolve_policy(policy, retry)
         #: Per-origin idle limits (configured, server hints, learned); see ``snapshot()``.
-        self.idle_limits = IdleLimits(self._policy.idle_timeout, learn=self._policy.learn_idle)
+        self.idle_limits = idle_limits or IdleLimits(
+            self._policy.idle_timeout, learn=self._policy.learn_idle
+        )
+        #: The client's retry budget and per-origin breakers (``states()``, ``statistics()``).
+        self.guards = guards or OriginGuards(self._policy)
 
     @property
     def policy(self) -> HTTPPolicy:
         """The :class:`HTTPPolicy` in force."""
         return self._policy
-
-    def _observe(
-        self, request: httpx.Request, progress: Progress, response: httpx.Response
-    ) -> None:
-        # The connection's own origin (as httpcore dialled it) keys the limits it enforces.
-        keep_alive = response.headers.get("keep-alive")
-        if keep_alive is not None:
-            seconds = parse_keep_alive(keep_alive)
-            if seconds is not None:
-                self.idle_limits.hint(progress.peer or _origin(request.url), seconds)
-        if progress.reused and progress.idle_age is not None:
-            self.idle_limits.alive(progress.peer, progress.idle_age)
-
-    def _failed(self, run: HttpRun, progress: Progress) -> None:
-        if run.stale_close and progress.idle_age is not None:
-            self.idle_limits.closed(progress.peer, progress.idle_age)
 
 
 class RetryTransport(_Base, httpx.BaseTransport):
@@ -449,7 +507,12 @@ class RetryTransport(_Base, httpx.BaseTransport):
             from ``transport_options`` with the policy's idle limit).
         policy: the :class:`HTTPPolicy` (default ``HTTPPolicy()``).
         retry: shorthand for ``policy=HTTPPolicy(retry=retry)``.
+        idle_limits, guards: share what is known about origins, the retry budget and the
+            per-origin breakers with other transports (the :class:`Client` gives all its
+            transports, proxies and mounts one of each).
         transport_options: ``httpx.HTTPTransport`` arguments (``verify``, ``limits``, …).
+
+    Entering and leaving it (``with``) enters and leaves the wrapped transport, once each.
 
     Example::
 
@@ -466,9 +529,11 @@ class RetryTransport(_Base, httpx.BaseTransport):
         *,
         policy: HTTPPolicy | None = None,
         retry: Retry | None = None,
+        idle_limits: IdleLimits | None = None,
+        guards: OriginGuards | None = None,
         **transport_options: Any,
     ) -> None:
-        self._setup(policy, retry)
+        self._setup(policy, retry, idle_limits, guards)
         if transport is None:
             transport_options["limits"] = _limits(self._policy, transport_options.get("limits"))
             transport = httpx.HTTPTransport(**transport_options)
@@ -498,7 +563,10 @@ class RetryTransport(_Base, httpx.BaseTransport):
             return
         limit = self.idle_limits.limit(origin)
         if limit is not None:
-            _reaper.schedule(self, _monotonic() + limit + _REAP_SLACK)
+            when = _monotonic() + limit + _REAP_SLACK
+            due = self._reap_due
+            if due is None or due > when:  # else already due earlier: no lock needed
+                _reaper.schedule(self, when)
 
     def _reap(self) -> float | None:
         """Close the idle connections past their limit; when to look again (None: never)."""
@@ -531,63 +599,35 @@ class RetryTransport(_Base, httpx.BaseTransport):
         return again
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        policy = self._policy
-        retry = policy.retry
-        idempotent = is_idempotent(request.method, request.headers, policy)
         buffered = bool(request.extensions.get(BUFFER_EXTENSION))
-        body = _track_body(request)
-        breaker, budget = retry.breaker, retry.budget
-        if budget is not None:
-            budget._deposit()
-        run: HttpRun | None = None
-        ticket, t0 = 0, 0.0
-        while True:
-            if breaker is not None:
-                ticket = _guard.acquire(breaker, run)
-                t0 = breaker._clock()
-            progress = Progress()
-            token = current.set(progress)
+        exchange = _exchange(self, request, buffered)
+
+        def attempt(a: AttemptContext) -> httpx.Response:
+            progress, token = exchange.begin(a)
             try:
                 response = self._inner.handle_request(request)
                 if buffered:
                     _buffer(response)
-            except BaseException as exc:
-                if breaker is not None:
-                    _guard.release(breaker, ticket, t0, exc)
-                if not isinstance(exc, Exception):
-                    raise  # cancellation or an interrupt: never retried
-                if run is None:
-                    run = HttpRun(policy, request.method, str(request.url), idempotent=idempotent)
-                delay = run.failed(
-                    exc,
-                    progress,
-                    replayable=body is None or not body.started,
-                    buffered=buffered,
-                )
-                self._failed(run, progress)
-                if delay is None:
-                    raise
-                if delay > 0:
-                    (retry.sleep or time.sleep)(delay)
-                continue
             finally:
-                current.reset(token)
+                exchange.end(token)
                 self._reap_later(progress.peer)
-            if breaker is not None:
-                _guard.release(breaker, ticket, t0, None)
-            self._observe(request, progress, response)
-            if idempotent and response.status_code in policy.status_codes:
-                if run is None:
-                    run = HttpRun(policy, request.method, str(request.url), idempotent=idempotent)
-                delay = run.status(response.status_code, response.headers.get("retry-after"))
-                if delay is not None and (body is None or not body.started):
-                    response.close()
-                    if delay > 0:
-                        (retry.sleep or time.sleep)(delay)
-                    continue
-            if run is not None and run.history:
-                run.succeeded()
+            if exchange.answered(a, progress, response.status_code, response.headers):
+                response.close()
             return response
+
+        return drive(exchange, attempt)
+
+    def __enter__(self) -> RetryTransport:
+        self._inner.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self._inner.__exit__(exc_type, exc_value, traceback)
 
     def close(self) -> None:
         self._inner.close()
@@ -611,9 +651,11 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
         *,
         policy: HTTPPolicy | None = None,
         retry: Retry | None = None,
+        idle_limits: IdleLimits | None = None,
+        guards: OriginGuards | None = None,
         **transport_options: Any,
     ) -> None:
-        self._setup(policy, retry)
+        self._setup(policy, retry, idle_limits, guards)
         if transport is None:
             transport_options["limits"] = _limits(self._policy, transport_options.get("limits"))
             transport = httpx.AsyncHTTPTransport(**transport_options)
@@ -627,62 +669,34 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
         self.instrumented = _instrument(transport, self.idle_limits, self._policy.max_age)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        policy = self._policy
-        retry = policy.retry
-        idempotent = is_idempotent(request.method, request.headers, policy)
         buffered = bool(request.extensions.get(BUFFER_EXTENSION))
-        body = _track_body(request)
-        breaker, budget = retry.breaker, retry.budget
-        if budget is not None:
-            budget._deposit()
-        run: HttpRun | None = None
-        ticket, t0 = 0, 0.0
-        while True:
-            if breaker is not None:
-                ticket = _guard.acquire(breaker, run)
-                t0 = breaker._clock()
-            progress = Progress()
-            token = current.set(progress)
+        exchange = _exchange(self, request, buffered)
+
+        async def attempt(a: AttemptContext) -> httpx.Response:
+            progress, token = exchange.begin(a)
             try:
                 response = await self._inner.handle_async_request(request)
                 if buffered:
                     await _abuffer(response)
-            except BaseException as exc:
-                if breaker is not None:
-                    _guard.release(breaker, ticket, t0, exc)
-                if not isinstance(exc, Exception):
-                    raise  # cancellation or an interrupt: never retried
-                if run is None:
-                    run = HttpRun(policy, request.method, str(request.url), idempotent=idempotent)
-                delay = run.failed(
-                    exc,
-                    progress,
-                    replayable=body is None or not body.started,
-                    buffered=buffered,
-                )
-                self._failed(run, progress)
-                if delay is None:
-                    raise
-                if delay > 0:
-                    await (retry.async_sleep or _clock.async_sleep)(delay)
-                continue
             finally:
-                current.reset(token)
-            if breaker is not None:
-                _guard.release(breaker, ticket, t0, None)
-            self._observe(request, progress, response)
-            if idempotent and response.status_code in policy.status_codes:
-                if run is None:
-                    run = HttpRun(policy, request.method, str(request.url), idempotent=idempotent)
-                delay = run.status(response.status_code, response.headers.get("retry-after"))
-                if delay is not None and (body is None or not body.started):
-                    await response.aclose()
-                    if delay > 0:
-                        await (retry.async_sleep or _clock.async_sleep)(delay)
-                    continue
-            if run is not None and run.history:
-                run.succeeded()
+                exchange.end(token)
+            if exchange.answered(a, progress, response.status_code, response.headers):
+                await response.aclose()
             return response
+
+        return await adrive(exchange, attempt)
+
+    async def __aenter__(self) -> AsyncRetryTransport:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self._inner.__aexit__(exc_type, exc_value, traceback)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -690,24 +704,48 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
 
 # --------------------------------------------------------------------------- clients
 
-_TRANSPORT_OPTIONS = ("verify", "cert", "trust_env", "http1", "http2", "limits")
+
+def _client_limits(policy: HTTPPolicy, limits: httpx.Limits | None) -> httpx.Limits:
+    """The user's ``limits`` as given; without them httpx's sizes and the policy's idle limit."""
+    return limits if limits is not None else _limits(policy, None)
 
 
-def _split(kwargs: dict[str, Any], transport: object) -> dict[str, Any]:
-    options = {k: kwargs[k] for k in _TRANSPORT_OPTIONS if k in kwargs}
-    for k in ("verify", "cert", "http1", "http2", "limits"):
-        kwargs.pop(k, None)
-    if transport is not None and options:
-        raise TypeError(f"{sorted(options)} apply only when transport= is not given")
-    return options
+def _wrap_routes(client: httpx.Client | httpx.AsyncClient, wrap: Any) -> Any:
+    """Wrap every transport httpx chose (default, proxies, mounts); the default's wrapper.
+
+    httpx picks the transports itself (``transport=``, proxies from ``proxy=`` or the
+    environment, ``mounts=``), so every argument and environment setting keeps its httpx
+    meaning; each route then gets the retry rules and idle limits. One transport object
+    used on several routes gets one wrapper, so it is entered and closed as often as httpx
+    would.
+    """
+    wrappers: dict[int, Any] = {}
+
+    def one(transport: Any) -> Any:
+        if transport is None:
+            return None
+        wrapper = wrappers.get(id(transport))
+        if wrapper is None:
+            wrapper = wrappers[id(transport)] = wrap(transport)
+        return wrapper
+
+    client._transport = one(client._transport)
+    client._mounts = {pattern: one(t) for pattern, t in client._mounts.items()}
+    return client._transport
 
 
 class Client(httpx.Client):
-    """An ``httpx.Client`` with :class:`RetryTransport` and sound defaults.
+    """An ``httpx.Client`` whose every route retries safely, with sound defaults.
 
-    Defaults: :data:`DEFAULT_TIMEOUT` (30 s, 5 s to connect), :data:`DEFAULT_LIMITS`, idle
-    connections retired after 4 s (or ``Keep-Alive: timeout`` - 1 s, or what was learned).
-    Responses read in full are retried on a reset mid-body; streamed ones are not.
+    Every ``httpx.Client`` argument and environment setting means what it means in httpx:
+    httpx chooses the transports (``transport=``, ``proxy=``, ``HTTP_PROXY``/``NO_PROXY``
+    and friends with ``trust_env``, ``mounts=``), then each is wrapped in a
+    :class:`RetryTransport` sharing one policy and one :attr:`idle_limits`.
+
+    Defaults that differ from httpx: :data:`DEFAULT_TIMEOUT` (30 s, 5 s to connect) and,
+    without ``limits=``, idle connections retired after 4 s (or ``Keep-Alive: timeout`` -
+    1 s, or what was learned). Responses read in full are retried on a reset mid-body;
+    streamed ones are not.
 
     Example::
 
@@ -715,20 +753,47 @@ class Client(httpx.Client):
 
         with Client() as client:
             client.get("https://example.org/").raise_for_status()
+            print(client.idle_limits.snapshot())
     """
+
+    #: The wrapper of the default route (``transport=`` or httpx's own transport).
+    retry_transport: RetryTransport
 
     def __init__(
         self,
         *,
         policy: HTTPPolicy | None = None,
         retry: Retry | None = None,
-        transport: httpx.BaseTransport | None = None,
         timeout: Any = DEFAULT_TIMEOUT,
+        limits: httpx.Limits | None = None,
         **kwargs: Any,
     ) -> None:
-        options = _split(kwargs, transport)
-        self.retry_transport = RetryTransport(transport, policy=policy, retry=retry, **options)
-        super().__init__(transport=self.retry_transport, timeout=timeout, **kwargs)
+        resolved = resolve_policy(policy, retry)
+        shared = IdleLimits(resolved.idle_timeout, learn=resolved.learn_idle)
+        guards = OriginGuards(resolved)
+        super().__init__(timeout=timeout, limits=_client_limits(resolved, limits), **kwargs)
+
+        def wrap(transport: httpx.BaseTransport) -> RetryTransport:
+            if isinstance(transport, RetryTransport):
+                return transport  # already retrying: a second layer would multiply attempts
+            return RetryTransport(transport, policy=resolved, idle_limits=shared, guards=guards)
+
+        self.retry_transport = _wrap_routes(self, wrap)
+
+    @property
+    def idle_limits(self) -> IdleLimits:
+        """What the client knows about each origin's idle limit (``snapshot()``, ``forget()``)."""
+        return self.retry_transport.idle_limits
+
+    @property
+    def guards(self) -> OriginGuards:
+        """The client's retry budget and per-origin breakers, shared by every route."""
+        return self.retry_transport.guards
+
+    @property
+    def policy(self) -> HTTPPolicy:
+        """The :class:`HTTPPolicy` in force."""
+        return self.retry_transport.policy
 
     def send(
         self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
@@ -739,7 +804,7 @@ class Client(httpx.Client):
 
 
 class AsyncClient(httpx.AsyncClient):
-    """An ``httpx.AsyncClient`` with :class:`AsyncRetryTransport` and sound defaults.
+    """An ``httpx.AsyncClient`` whose every route retries safely (see :class:`Client`).
 
     Example::
 
@@ -747,20 +812,49 @@ class AsyncClient(httpx.AsyncClient):
 
         async with AsyncClient() as client:
             await client.get("https://example.org/")
+            print(client.idle_limits.snapshot())
     """
+
+    #: The wrapper of the default route (``transport=`` or httpx's own transport).
+    retry_transport: AsyncRetryTransport
 
     def __init__(
         self,
         *,
         policy: HTTPPolicy | None = None,
         retry: Retry | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         timeout: Any = DEFAULT_TIMEOUT,
+        limits: httpx.Limits | None = None,
         **kwargs: Any,
     ) -> None:
-        options = _split(kwargs, transport)
-        self.retry_transport = AsyncRetryTransport(transport, policy=policy, retry=retry, **options)
-        super().__init__(transport=self.retry_transport, timeout=timeout, **kwargs)
+        resolved = resolve_policy(policy, retry)
+        shared = IdleLimits(resolved.idle_timeout, learn=resolved.learn_idle)
+        guards = OriginGuards(resolved)
+        super().__init__(timeout=timeout, limits=_client_limits(resolved, limits), **kwargs)
+
+        def wrap(transport: httpx.AsyncBaseTransport) -> AsyncRetryTransport:
+            if isinstance(transport, AsyncRetryTransport):
+                return transport
+            return AsyncRetryTransport(
+                transport, policy=resolved, idle_limits=shared, guards=guards
+            )
+
+        self.retry_transport = _wrap_routes(self, wrap)
+
+    @property
+    def idle_limits(self) -> IdleLimits:
+        """What the client knows about each origin's idle limit (``snapshot()``, ``forget()``)."""
+        return self.retry_transport.idle_limits
+
+    @property
+    def guards(self) -> OriginGuards:
+        """The client's retry budget and per-origin breakers, shared by every route."""
+        return self.retry_transport.guards
+
+    @property
+    def policy(self) -> HTTPPolicy:
+        """The :class:`HTTPPolicy` in force."""
+        return self.retry_transport.policy
 
     async def send(
         self, request: httpx.Request, *, stream: bool = False, **kwargs: Any

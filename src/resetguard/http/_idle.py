@@ -27,10 +27,11 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from ._rules import KEEPALIVE_MARGIN
 
-__all__ = ["LEARN_AFTER", "LEARN_FACTOR", "IdleLimits", "OriginIdle"]
+__all__ = ["LEARN_AFTER", "LEARN_FACTOR", "IdleLimits", "OriginIdle", "expires_at", "origin_of"]
 
 #: Two observations before acting: one close can be a coincidence, two at similar ages
 #: are the server's timer.
@@ -41,6 +42,40 @@ LEARN_FACTOR = 0.8
 #: Origins remembered (least recently updated forgotten first): bounds memory for
 #: clients that talk to many hosts.
 MAX_ORIGINS = 1024
+
+
+def origin_of(url: str) -> str:
+    """The ``host:port`` key of a URL's origin, the key of every per-origin state.
+
+    Example::
+
+        >>> from resetguard.http._idle import origin_of
+        >>> origin_of("https://api.example/v1"), origin_of("http://[::1]:8080/")
+        ('api.example:443', '::1:8080')
+    """
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
+    return f"{parts.hostname}:{port}"
+
+
+def expires_at(
+    last_used: float | None, created: float, limit: float | None, max_age: float | None
+) -> float | None:
+    """When a pooled connection passes its idle ``limit`` or its ``max_age`` (None: never).
+
+    A connection is expired once the clock is past this time.
+
+    Example::
+
+        >>> from resetguard.http._idle import expires_at
+        >>> expires_at(last_used=10.0, created=0.0, limit=4.0, max_age=12.0)
+        12.0
+    """
+    due = None if limit is None or last_used is None else last_used + limit
+    if max_age is not None:
+        aged = created + max_age
+        due = aged if due is None else min(due, aged)
+    return due
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,20 +15,20 @@ import time
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from .. import _guard
+from .._drivers import AttemptContext, drive
 from .._events import ConnectionEvent, emit, hooks_active
 from .._retry import Retry
 from . import _reaper
-from ._idle import IdleLimits
-from ._rules import HTTPPolicy, Progress, is_idempotent, parse_keep_alive
-from ._run import HttpRun, current, resolve_policy
+from ._guards import OriginGuards
+from ._idle import IdleLimits, expires_at
+from ._rules import HTTPPolicy, Progress
+from ._run import Exchange, current, resolve_policy
 
 __all__ = ["DEFAULT_TIMEOUT", "RetryAdapter", "Session"]
 
@@ -154,10 +154,8 @@ class _ExpiringPool:
             now = _monotonic()
             idle = now - conn._rg_last_used
             limit = self._rg_limits.limit(origin)
-            max_age = self._rg_max_age
-            if (limit is not None and idle > limit) or (
-                max_age is not None and now - conn._rg_created > max_age
-            ):
+            due = expires_at(conn._rg_last_used, conn._rg_created, limit, self._rg_max_age)
+            if due is not None and now > due:
                 conn.close()
                 if hooks_active():
                     emit(
@@ -192,10 +190,7 @@ class _ExpiringPool:
                 if conn is None or conn.sock is None or not conn._rg_in_pool:
                     continue
                 last = conn._rg_last_used
-                due = None if limit is None or last is None else last + limit
-                if max_age is not None:
-                    aged = conn._rg_created + max_age
-                    due = aged if due is None else min(due, aged)
+                due = expires_at(last, conn._rg_created, limit, max_age)
                 if due is None:
                     continue
                 if due < now:
@@ -256,10 +251,10 @@ class _Body:
         self._stream = _OnceIterable(body)
         request.body = self._stream  # type: ignore[assignment]
 
-    def replayable(self) -> bool:
-        return self._stream is None or not self._stream.started
-
-    def rewind(self) -> bool:
+    def replay(self) -> bool:
+        """Ready the body to be sent again; False when it cannot be (a consumed stream)."""
+        if self._stream is not None and self._stream.started:
+            return False
         if self._file is None:
             return True
         try:
@@ -267,12 +262,6 @@ class _Body:
         except (AttributeError, OSError):
             return False
         return True
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{parts.hostname}:{port}"
 
 
 class RetryAdapter(HTTPAdapter):
@@ -306,7 +295,7 @@ class RetryAdapter(HTTPAdapter):
         self._policy = resolve_policy(policy, retry)
         #: Per-origin idle limits (configured, server hints, learned).
         self.idle_limits = IdleLimits(self._policy.idle_timeout, learn=self._policy.learn_idle)
-        self._rg_setup()
+        self._rg_setup(self._policy)
         super().__init__(
             pool_connections=pool_connections,
             pool_maxsize=pool_maxsize,
@@ -326,10 +315,13 @@ class RetryAdapter(HTTPAdapter):
         # What was learned about origins is not pickled: a new process starts afresh.
         policy = state.get("_policy") or HTTPPolicy()
         self.idle_limits = IdleLimits(policy.idle_timeout, learn=policy.learn_idle)
-        self._rg_setup()
+        self._rg_setup(policy)
         super().__setstate__(state)  # type: ignore[misc]
 
-    def _rg_setup(self) -> None:
+    def _rg_setup(self, policy: HTTPPolicy) -> None:
+        #: The adapter's retry budget and per-origin breakers (``states()``, ``statistics()``);
+        #: not pickled: a new process starts with closed breakers and a fresh budget.
+        self.guards = OriginGuards(policy)
         self._reap_due: float | None = None
         self._pools: weakref.WeakSet[_ExpiringPool] = weakref.WeakSet()
 
@@ -354,12 +346,27 @@ class RetryAdapter(HTTPAdapter):
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
     ) -> None:
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._pool_classes()
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        """requests' proxy manager, whose pools get the same idle expiry and tracking.
+
+        Connections to an HTTP(S) proxy are pooled per proxy (and per target for CONNECT
+        tunnels), so they go stale like any other; SOCKS proxies keep urllib3's own pools.
+        """
+        fresh = proxy not in self.proxy_manager
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if fresh and not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = self._pool_classes()
+        return manager
+
+    def _pool_classes(self) -> dict[str, type]:
         extra = {
             "_rg_limits": self.idle_limits,
             "_rg_max_age": self._policy.max_age,
             "_rg_owner": weakref.ref(self),
         }
-        self.poolmanager.pool_classes_by_scheme = {
+        return {
             "http": type("ResetGuardHTTPPool", (_Pool,), extra),
             "https": type("ResetGuardHTTPSPool", (_SecurePool,), extra),
         }
@@ -373,26 +380,24 @@ class RetryAdapter(HTTPAdapter):
         cert: Any = None,
         proxies: Any = None,
     ) -> requests.Response:
-        policy = self._policy
-        retry = policy.retry
-        method = request.method or "GET"
-        idempotent = is_idempotent(method, request.headers, policy)
         body = _Body(request)
-        breaker, budget = retry.breaker, retry.budget
-        if budget is not None:
-            budget._deposit()
         url = request.url or ""
-        run: HttpRun | None = None
-        ticket, t0 = 0, 0.0
         buffered = not stream
-        while True:
-            if breaker is not None:
-                ticket = _guard.acquire(breaker, run)
-                t0 = breaker._clock()
-            progress = Progress()
-            token = current.set(progress)
+        exchange = Exchange(
+            self._policy,
+            request.method or "GET",
+            url,
+            request.headers,
+            buffered=buffered,
+            replayable=body.replay,
+            limits=self.idle_limits,
+            guards=self.guards,
+        )
+
+        def attempt(a: AttemptContext) -> requests.Response:
+            progress, token = exchange.begin(a)
             try:
-                response = super().send(
+                response = super(RetryAdapter, self).send(
                     request,
                     stream=stream,
                     timeout=timeout,
@@ -401,54 +406,23 @@ class RetryAdapter(HTTPAdapter):
                     proxies=proxies,
                 )
                 if buffered:
-                    response.content  # noqa: B018 - read in the loop: a reset mid-body is retried
-            except BaseException as exc:
-                if breaker is not None:
-                    _guard.release(breaker, ticket, t0, exc)
-                if not isinstance(exc, Exception):
-                    raise  # cancellation or an interrupt: never retried
-                if run is None:
-                    run = HttpRun(policy, method, url, idempotent=idempotent)
-                delay = run.failed(
-                    exc, progress, replayable=body.replayable() and body.rewind(), buffered=buffered
-                )
-                if run.stale_close and progress.idle_age is not None:
-                    self.idle_limits.closed(progress.peer, progress.idle_age)
-                if delay is None:
-                    raise
-                if delay > 0:
-                    (retry.sleep or time.sleep)(delay)
-                continue
+                    response.content  # noqa: B018 - read in the attempt: a reset mid-body is retried
             finally:
-                current.reset(token)
-            if breaker is not None:
-                _guard.release(breaker, ticket, t0, None)
-            keep_alive = response.headers.get("Keep-Alive")
-            if keep_alive is not None:
-                seconds = parse_keep_alive(keep_alive)
-                if seconds is not None:
-                    self.idle_limits.hint(progress.peer or _origin(url), seconds)
-            if progress.reused and progress.idle_age is not None:
-                self.idle_limits.alive(progress.peer, progress.idle_age)
-            if idempotent and response.status_code in policy.status_codes:
-                if run is None:
-                    run = HttpRun(policy, method, url, idempotent=idempotent)
-                delay = run.status(response.status_code, response.headers.get("Retry-After"))
-                if delay is not None and body.replayable() and body.rewind():
-                    response.close()
-                    if delay > 0:
-                        (retry.sleep or time.sleep)(delay)
-                    continue
-            if run is not None and run.history:
-                run.succeeded()
+                exchange.end(token)
+            if exchange.answered(a, progress, response.status_code, response.headers):
+                response.close()
             return response
+
+        return drive(exchange, attempt)
 
 
 class Session(requests.Session):
     """A ``requests.Session`` with :class:`RetryAdapter` mounted for http and https.
 
     ``timeout`` (default :data:`DEFAULT_TIMEOUT`) applies to calls that pass none; set it
-    to ``None`` for requests' own "wait forever".
+    to ``None`` for requests' own "wait forever". Everything else is requests': proxies
+    from ``proxies=`` or the environment (``trust_env``), ``verify``, ``cert``, streamed
+    uploads, and adapters you ``mount()`` for a longer prefix (requests picks the longest).
 
     Example::
 
@@ -473,6 +447,11 @@ class Session(requests.Session):
         self.mount("https://", self.retry_adapter)
 
     __attrs__ = [*requests.Session.__attrs__, "timeout", "retry_adapter"]  # noqa: RUF012
+
+    @property
+    def idle_limits(self) -> IdleLimits:
+        """What :attr:`retry_adapter` knows about each origin's idle limit (``snapshot()``)."""
+        return self.retry_adapter.idle_limits
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         if kwargs.get("timeout") is None:

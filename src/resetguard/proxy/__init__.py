@@ -40,6 +40,7 @@ from ._toxics import (
     parse_toxic,
     toxic_from_json,
     toxic_types,
+    toxics_from_json,
 )
 
 __all__ = [
@@ -64,4 +65,5 @@ __all__ = [
     "parse_toxic",
     "toxic_from_json",
     "toxic_types",
+    "toxics_from_json",
 ]

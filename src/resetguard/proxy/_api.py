@@ -10,6 +10,7 @@ Endpoints (all JSON)::
     DELETE /proxies/{p}                  204
     GET    /proxies/{p}/toxics           200 [toxic]
     POST   /proxies/{p}/toxics           200 toxic | 400 bad type/stream/body | 409 exists
+                                         ("stream": "both": 200 [toxic, toxic], an extension)
     GET    /proxies/{p}/toxics/{t}       200 toxic | 404
     POST   /proxies/{p}/toxics/{t} (PATCH too)  200 toxic
     DELETE /proxies/{p}/toxics/{t}       204
@@ -34,7 +35,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ._proxy import Engine, Proxy, ProxyError
-from ._toxics import Toxic, ToxicError, toxic_from_json
+from ._toxics import Toxic, ToxicError, toxic_from_json, toxics_from_json
 
 __all__ = ["TOXIPROXY_API_VERSION", "ApiServer", "render_metrics", "start_api"]
 
@@ -316,7 +317,7 @@ def _toxics_field(obj: dict[str, Any], where: str = "") -> tuple[Toxic, ...] | N
         return None
     if not isinstance(raw, list):
         raise ProxyError(f"bad request body: toxics{where} must be a list", 400)
-    return tuple(toxic_from_json(t) for t in raw)
+    return tuple(toxic for t in raw for toxic in toxics_from_json(t))
 
 
 def _proxy_json(proxy: Proxy) -> dict[str, Any]:
@@ -407,9 +408,17 @@ def _toxic_index(engine: Engine, body: bytes, name: str) -> _Response:
 def _toxic_create(engine: Engine, body: bytes, name: str) -> _Response:
     proxy = engine.get(name)
     obj = _decode(body, dict)
-    toxic = toxic_from_json(obj)
-    proxy.add_toxic(toxic)
-    return _json(200, toxic.to_json())
+    toxics = toxics_from_json(obj)
+    if len(toxics) == 1:
+        proxy.add_toxic(toxics[0])
+        return _json(200, toxics[0].to_json())
+    # "stream": "both" (an extension): both toxics or neither, answered as a list.
+    for toxic in toxics:
+        if toxic.name in proxy.toxics:
+            raise ProxyError("toxic already exists", 409)
+    for toxic in toxics:
+        proxy.add_toxic(toxic)
+    return _json(200, [t.to_json() for t in toxics])
 
 
 def _get_toxic(proxy: Proxy, toxic_name: str) -> Toxic:
@@ -477,6 +486,7 @@ def render_metrics(engine: Engine) -> str:
         out.extend(f"{name}{labels} {value}" for labels, value in samples)
 
     proxies = list(engine.proxies.values())
+    totals = {p.name: p.stats for p in proxies}  # each sums over open connections: once
     for prefix in ("resetguard", "toxiproxy"):
         for index, (kind, what) in enumerate((("received", "read from"), ("sent", "written to"))):
             samples = []
@@ -485,7 +495,7 @@ def render_metrics(engine: Engine) -> str:
                     labels = _labels(
                         direction=direction, listener=p.listen, proxy=p.name, upstream=p.upstream
                     )
-                    samples.append((labels, p.stats[d][index]))
+                    samples.append((labels, totals[p.name][d][index]))
             family(
                 f"{prefix}_proxy_{kind}_bytes_total",
                 "counter",

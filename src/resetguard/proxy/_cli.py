@@ -77,7 +77,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--verbose",
         action="count",
         default=0,
-        help="log connections (-v) and more (-vv) to stderr",
+        help="log each connection to stderr: open, toxics that act on it, end as "
+        "FIN/RST/timeout with bytes and duration (-v); also toxicity misses (-vv)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     return parser

@@ -284,6 +284,8 @@ class _Link:
         "head",
         "inflight",
         "loop",
+        "nin",
+        "nout",
         "other",
         "pipe",
         "pipe_len",
@@ -294,12 +296,11 @@ class _Link:
         "shut",
         "src",
         "stages",
-        "stats",
         "wbuf",
         "writing",
     )
 
-    def __init__(self, conn: _Conn, src: socket.socket, dst: socket.socket, direction: int) -> None:
+    def __init__(self, conn: _Conn, src: socket.socket, dst: socket.socket) -> None:
         self.conn = conn
         self.loop = conn.loop
         self.clock = conn.loop.time
@@ -309,7 +310,8 @@ class _Link:
         self.dst = dst
         self.sfd = src.fileno()
         self.dfd = dst.fileno()
-        self.stats = conn.proxy.stats[direction]  # direction 0 upstream, 1 downstream
+        self.nin = 0  # bytes read from the source
+        self.nout = 0  # bytes written to the destination
         self.stages: tuple[tuple[str, Stage], ...] = ()
         self.head: Stage | None = None
         self.wbuf: deque[bytes | memoryview] | None = None  # made when first needed
@@ -379,20 +381,19 @@ class _Link:
             pipe = self.pipe = free.pop() if free else pool.new()
         sfd = self.sfd
         w = pipe[1]
-        stats = self.stats
         for _ in range(_SPLICE_ROUNDS):
             try:
                 n = _splice(sfd, w, PIPE_SIZE, None, None, _SPLICE_FLAGS)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
-                self.conn.abort(exc)
+                self.conn.abort(exc, self.src)
                 return
             if n == 0:
                 self._release_pipe()
                 self._source_ended()
                 return
-            stats[0] += n
+            self.nin += n
             self.conn.last_activity = self.clock()
             if self.wbuf:  # older bytes are queued: these wait behind them
                 self.pipe_len = n
@@ -404,9 +405,9 @@ class _Link:
                 m = 0
             except OSError as exc:
                 self.pipe_len = n  # the pipe holds stale bytes: teardown must not reuse it
-                self.conn.abort(exc)
+                self.conn.abort(exc, self.dst)
                 return
-            stats[1] += m
+            self.nout += m
             if m < n:
                 self.pipe_len = n - m
                 self.stop_reading()
@@ -423,14 +424,14 @@ class _Link:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self.conn.abort(exc)
+            self.conn.abort(exc, self.src)
             return
         conn = self.conn
         if not data:
             self._source_ended()
             return
         n = len(data)
-        self.stats[0] += n
+        self.nin += n
         self.inflight += n
         if self.head is not None:
             self.head.feed(data)
@@ -450,10 +451,10 @@ class _Link:
             except (BlockingIOError, InterruptedError):
                 return False
             except OSError as exc:
-                self.conn.abort(exc)
+                self.conn.abort(exc, self.dst)
                 return False
             self.pipe_len -= n
-            self.stats[1] += n
+            self.nout += n
         return True
 
     def _release_pipe(self) -> None:
@@ -484,9 +485,9 @@ class _Link:
         except (BlockingIOError, InterruptedError):
             n = 0
         except OSError as exc:
-            self.conn.abort(exc)
+            self.conn.abort(exc, self.dst)
             return
-        self.stats[1] += n
+        self.nout += n
         self.inflight -= n
         if n < len(chunk):
             self._queue(memoryview(chunk)[n:])
@@ -514,7 +515,8 @@ class _Link:
             with contextlib.suppress(OSError):
                 self.dst.shutdown(socket.SHUT_WR)
             if self.other.shut:
-                conn.close()
+                first = "upstream" if self.other is conn.down else "client"
+                conn.close(f"both sides sent FIN, {first} first")
         elif kind == "close":
             conn.close()
         else:
@@ -529,9 +531,9 @@ class _Link:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                self.conn.abort(exc)
+                self.conn.abort(exc, self.dst)
                 return
-            self.stats[1] += n
+            self.nout += n
             self.inflight -= n
             if n < len(chunk):
                 wbuf[0] = memoryview(chunk)[n:]
@@ -593,6 +595,26 @@ class _Link:
             self.pipe_len = 0
 
 
+class _ConnLog:
+    """What the connection log needs about one connection; made only when it is on."""
+
+    __slots__ = ("client", "serial", "started", "why")
+
+    def __init__(self, serial: int, client: str, started: float) -> None:
+        self.serial = serial
+        self.client = client
+        self.started = started
+        self.why: str | None = None
+
+
+def _peer(sock: socket.socket, *, local: bool = False) -> str:
+    try:
+        addr = sock.getsockname() if local else sock.getpeername()
+    except OSError:
+        return "?"
+    return format_address(addr[0], addr[1])
+
+
 class _Conn:
     """A client connection and its upstream connection."""
 
@@ -602,6 +624,7 @@ class _Conn:
         "closed",
         "down",
         "last_activity",
+        "log",
         "loop",
         "proxy",
         "up",
@@ -618,6 +641,14 @@ class _Conn:
         self.closed = False
         self.addr_index = 0
         self.last_activity = self.loop.time()
+        # Asked once per connection, so a proxy without -v pays nothing per chunk.
+        self.log: _ConnLog | None = None
+        if _log.isEnabledFor(logging.INFO):
+            self.log = _ConnLog(proxy.connections_total, _peer(client), self.last_activity)
+
+    def say(self, level: int, message: str, *args: object) -> None:
+        assert self.log is not None
+        _log.log(level, "%s #%d " + message, self.proxy.name, self.log.serial, *args)
 
     # -- connecting -----------------------------------------------------------------------
 
@@ -625,14 +656,14 @@ class _Conn:
         addrs = self.proxy.upstream_addrs
         if self.addr_index >= len(addrs):
             _log.warning("proxy %s: cannot connect to %s", self.proxy.name, self.proxy.upstream)
-            self.reset()
+            self.reset(f"cannot connect to upstream {self.proxy.upstream}")
             return
         family, sockaddr = addrs[self.addr_index]
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError as exc:
             _log.warning("proxy %s: cannot open upstream socket: %s", self.proxy.name, exc)
-            self.reset()
+            self.reset(f"cannot open upstream socket: {exc}")
             return
         self.upstream = sock
         sock.setblocking(False)
@@ -654,12 +685,21 @@ class _Conn:
         if self.closed:  # pragma: no cover - closed while connecting
             return
         client = self.client
-        self.up = up = _Link(self, client, sock, 0)
-        self.down = down = _Link(self, sock, client, 1)
+        self.up = up = _Link(self, client, sock)
+        self.down = down = _Link(self, sock, client)
         up.other = down
         down.other = up
         self.last_activity = self.loop.time()
         proxy = self.proxy
+        if self.log is not None:
+            self.say(
+                logging.INFO,
+                "open: client %s -> %s -> upstream %s (from %s)",
+                self.log.client,
+                proxy.listen,
+                _peer(sock),
+                _peer(sock, local=True),
+            )
         for toxic in proxy.chain_toxics():
             proxy.attach(self, toxic)
         if not self.closed:
@@ -686,18 +726,29 @@ class _Conn:
 
     # -- ending ---------------------------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, why: str | None = None) -> None:
         """Orderly close of both sides (FIN)."""
-        self._teardown(rst=False)
+        self._teardown(rst=False, kind="FIN", why=why)
 
-    def reset(self) -> None:
+    def reset(self, why: str | None = None) -> None:
         """Abortive close of both sides (RST via ``SO_LINGER`` 0)."""
-        self._teardown(rst=True)
+        self._teardown(rst=True, kind="RST", why=why)
 
-    def abort(self, exc: OSError) -> None:
+    def expire(self, why: str) -> None:
+        """Orderly close of both sides because a timeout ran out."""
+        self._teardown(rst=False, kind="timeout", why=why)
+
+    def blame(self, why: str) -> None:
+        """Record the cause of an end still on its way through the stages (for the log)."""
+        log = self.log
+        if log is not None and log.why is None:
+            log.why = why
+
+    def abort(self, exc: OSError, sock: socket.socket | None = None) -> None:
         """A socket error: the peer vanished. Pass it on as a reset to the other side."""
         _log.debug("proxy %s: connection aborted: %s", self.proxy.name, exc)
-        self._teardown(rst=True)
+        side = "client" if sock is self.client else "upstream"
+        self._teardown(rst=True, kind="RST", why=f"{side} socket error: {exc}")
 
     def reset_when_sent(self, sock: socket.socket) -> None:
         """Reset once ``sock``'s peer has acknowledged every byte (bounded wait)."""
@@ -720,7 +771,7 @@ class _Conn:
                 link.stop_reading()
         check()
 
-    def _teardown(self, *, rst: bool) -> None:
+    def _teardown(self, *, rst: bool, kind: str, why: str | None) -> None:
         if self.closed:
             return
         self.closed = True
@@ -740,6 +791,30 @@ class _Conn:
                 self.loop.remove_writer(sock.fileno())
             sock.close()
         self.proxy.forget(self)
+        if self.log is not None:
+            self._log_end(kind, why or self.log.why or "no cause recorded")
+
+    def _log_end(self, kind: str, why: str) -> None:
+        assert self.log is not None
+        up, down = self.up, self.down
+        if up is None or down is None:
+            self.say(logging.INFO, "end: %s (%s), client %s", kind, why, self.log.client)
+            return
+        self.say(
+            logging.INFO,
+            "end: %s (%s) after %.3f s; client->upstream %s, upstream->client %s",
+            kind,
+            why,
+            self.loop.time() - self.log.started,
+            _bytes(up),
+            _bytes(down),
+        )
+
+
+def _bytes(link: _Link) -> str:
+    if link.nin == link.nout:
+        return f"{link.nout} B"
+    return f"{link.nout} B (of {link.nin} B read)"
 
 
 def _drain(sock: socket.socket) -> None:
@@ -781,7 +856,9 @@ class Proxy:
         self.toxics: dict[str, Toxic] = {}
         self.upstream_addrs: list[tuple[int, Any]] = []
         self.conns: set[_Conn] = set()
-        self.stats = [[0, 0], [0, 0]]  # [upstream, downstream] x [received, sent]
+        # [upstream, downstream] x [received, sent] of closed connections; open ones count
+        # in their links, so the data path adds to one object, not two.
+        self._closed_stats = [[0, 0], [0, 0]]
         self.connections_total = 0
         self.toxic_stats: dict[str, list[int]] = {}  # name -> [connections, bytes]
         self._lsock: socket.socket | None = None
@@ -832,7 +909,7 @@ class Proxy:
         self._unlisten()
         self.enabled = False
         for conn in list(self.conns):
-            conn.close()
+            conn.close("proxy stopped")
 
     def is_down(self) -> bool:
         return any(isinstance(t, Down) for t in self.toxics.values())
@@ -861,9 +938,9 @@ class Proxy:
             except OSError:  # pragma: no cover - the client is already gone
                 sock.close()
                 continue
+            self.connections_total += 1  # first: it numbers the connection in the log
             conn = _Conn(self, sock)
             self.conns.add(conn)
-            self.connections_total += 1
             conn.connect()
 
     def _pause_accepting(self) -> None:
@@ -881,14 +958,30 @@ class Proxy:
 
     def forget(self, conn: _Conn) -> None:
         self.conns.discard(conn)
+        closed = self._closed_stats
+        for i, link in enumerate((conn.up, conn.down)):
+            if link is not None:
+                closed[i][0] += link.nin
+                closed[i][1] += link.nout
+
+    @property
+    def stats(self) -> list[list[int]]:
+        """Bytes ``[[upstream received, sent], [downstream received, sent]]`` so far."""
+        out = [list(self._closed_stats[0]), list(self._closed_stats[1])]
+        for conn in self.conns:
+            for i, link in enumerate((conn.up, conn.down)):
+                if link is not None:
+                    out[i][0] += link.nin
+                    out[i][1] += link.nout
+        return out
 
     def close_connections(self, *, rst: bool = False) -> int:
         conns = list(self.conns)
         for conn in conns:
             if rst:
-                conn.reset()
+                conn.reset("reset_connections() called")
             else:
-                conn.close()
+                conn.close("close_connections() called")
         return len(conns)
 
     # -- toxics ------------------------------------------------------------------------------
@@ -910,9 +1003,15 @@ class Proxy:
         if link is None or conn.closed:
             return
         if toxic.toxicity < 1.0 and not self.engine.random.random() < toxic.toxicity:
+            if conn.log is not None:
+                conn.say(
+                    logging.DEBUG, "toxic %s: missed (toxicity %g)", toxic.name, toxic.toxicity
+                )
             return
         counter = self.toxic_stats[toxic.name]
         counter[0] += 1
+        if conn.log is not None:
+            conn.say(logging.INFO, "toxic %s acts on it: %s", toxic.name, toxic.to_spec())
         link.add_stage(toxic.name, make_stage(toxic, link, counter))
 
     def add_toxic(self, toxic: Toxic) -> Toxic:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from ._api import ApiServer, start_api
 from ._proxy import Engine, Proxy, ProxyError, format_address, parse_address
-from ._toxics import Toxic, ToxicError, parse_toxic, toxic_from_json
+from ._toxics import Toxic, ToxicError, parse_toxic, toxics_from_json
 
 __all__ = ["FaultProxy", "FaultProxyServer", "ToxicLike", "as_toxics"]
 
@@ -44,7 +44,7 @@ def as_toxics(items: Iterable[ToxicLike] | ToxicLike) -> tuple[Toxic, ...]:
         elif isinstance(item, str):
             out.extend(parse_toxic(item))
         elif isinstance(item, Mapping):
-            out.append(toxic_from_json(item))
+            out.extend(toxics_from_json(item))
         else:
             raise ToxicError(f"a toxic must be a Toxic, a spec string or a dict, got {item!r}")
     return tuple(out)
@@ -456,11 +456,12 @@ class FaultProxy:
 
         def read() -> dict[str, int]:
             p = self._p
+            (up_in, up_out), (down_in, down_out) = p.stats  # summed over connections: once
             return {
-                "upstream_received": p.stats[0][0],
-                "upstream_sent": p.stats[0][1],
-                "downstream_received": p.stats[1][0],
-                "downstream_sent": p.stats[1][1],
+                "upstream_received": up_in,
+                "upstream_sent": up_out,
+                "downstream_received": down_in,
+                "downstream_sent": down_out,
                 "connections_total": p.connections_total,
                 "connections_active": len(p.conns),
             }

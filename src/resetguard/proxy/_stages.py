@@ -10,9 +10,10 @@ FIN: half-close the destination), ``"close"`` (close the whole connection, FIN b
 ways) or ``"reset"`` (reset both sides with RST). Stages never block: a stage that
 delays data keeps a queue of ``(due, item)`` and one timer on the event loop.
 
-The link a stage belongs to (``_proxy._Link``) offers ``now()``, ``discard(n)`` (bytes
-dropped, for flow control), ``conn`` (``close()``, ``reset()``, ``last_activity``) and
-``random``.
+A stage sees only its host, declared here as :class:`StageHost` (the proxy's link
+implements it): ``now()``, ``discard(n)`` (bytes dropped, for flow control), ``loop``,
+``random`` and ``conn`` (:class:`ConnHost`: ``close()``, ``reset()``, ``expire()``,
+``blame()``, ``last_activity``). The engine imports this module, never the reverse.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from random import Random
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ._toxics import (
     Bandwidth,
@@ -35,10 +36,7 @@ from ._toxics import (
     Toxic,
 )
 
-if TYPE_CHECKING:
-    from ._proxy import _Link
-
-__all__ = ["Stage", "make_stage"]
+__all__ = ["ConnHost", "Stage", "StageHost", "make_stage"]
 
 _TIMER_SLACK = 0.0005  # seconds: items due this close to "now" are sent in the same pass
 
@@ -48,12 +46,48 @@ class _Next(Protocol):
     def end(self, kind: str) -> None: ...
 
 
+class ConnHost(Protocol):
+    """The connection a stage acts on. ``why`` texts only feed the connection log."""
+
+    @property
+    def last_activity(self) -> float: ...
+
+    def close(self, why: str | None = None) -> None:
+        """Close both sides with FIN."""
+
+    def reset(self, why: str | None = None) -> None:
+        """Close both sides with RST."""
+
+    def expire(self, why: str) -> None:
+        """Close both sides with FIN because a timeout ran out."""
+
+    def blame(self, why: str) -> None:
+        """Name the cause of an end that is on its way down the chain."""
+
+
+class StageHost(_Next, Protocol):
+    """One direction of one connection, as a stage sees it; also the chain's sink."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    @property
+    def random(self) -> Random: ...
+
+    @property
+    def conn(self) -> ConnHost: ...
+
+    def now(self) -> float: ...
+
+    def discard(self, n: int) -> None: ...
+
+
 class Stage:
     """A toxic attached to one direction of one connection. The base passes items on."""
 
     __slots__ = ("counter", "link", "nxt", "spec")
 
-    def __init__(self, spec: Toxic, link: _Link, counter: list[int]) -> None:
+    def __init__(self, spec: Toxic, link: StageHost, counter: list[int]) -> None:
         self.spec = spec
         self.link = link
         self.nxt: _Next = link
@@ -84,7 +118,7 @@ class _Timed(Stage):
 
     __slots__ = ("last_due", "queue", "timer")
 
-    def __init__(self, spec: Toxic, link: _Link, counter: list[int]) -> None:
+    def __init__(self, spec: Toxic, link: StageHost, counter: list[int]) -> None:
         Stage.__init__(self, spec, link, counter)
         self.queue: deque[tuple[float, bytes | str]] = deque()
         self.timer: asyncio.TimerHandle | None = None
@@ -155,7 +189,7 @@ class _BandwidthStage(_Timed):
     __slots__ = ("free_at",)
     spec: Bandwidth
 
-    def __init__(self, spec: Toxic, link: _Link, counter: list[int]) -> None:
+    def __init__(self, spec: Toxic, link: StageHost, counter: list[int]) -> None:
         _Timed.__init__(self, spec, link, counter)
         self.free_at = 0.0
 
@@ -218,14 +252,16 @@ class _TimeoutStage(Stage):
     __slots__ = ("timer",)
     spec: Timeout
 
-    def __init__(self, spec: Toxic, link: _Link, counter: list[int]) -> None:
+    def __init__(self, spec: Toxic, link: StageHost, counter: list[int]) -> None:
         Stage.__init__(self, spec, link, counter)
         self.timer: asyncio.TimerHandle | None = None
 
     def attach(self) -> None:
         timeout = self.spec.timeout
         if timeout > 0:
-            self.timer = self.link.loop.call_later(timeout / 1000.0, self.link.conn.close)
+            self.timer = self.link.loop.call_later(
+                timeout / 1000.0, self.link.conn.expire, f"toxic {self.spec.name}"
+            )
 
     def data(self, chunk: bytes) -> None:
         self.link.discard(len(chunk))
@@ -233,7 +269,7 @@ class _TimeoutStage(Stage):
     def detach(self) -> None:
         # As in Toxiproxy: the stream lost bytes, so removing the toxic ends it.
         self.cancel()
-        self.link.conn.close()
+        self.link.conn.close(f"toxic {self.spec.name} removed after dropping bytes")
 
     def cancel(self) -> None:
         if self.timer is not None:
@@ -245,7 +281,7 @@ class _ResetPeerStage(Stage):
     __slots__ = ("timer", "triggered")
     spec: ResetPeer
 
-    def __init__(self, spec: Toxic, link: _Link, counter: list[int]) -> None:
+    def __init__(self, spec: Toxic, link: StageHost, counter: list[int]) -> None:
         Stage.__init__(self, spec, link, counter)
         self.timer: asyncio.TimerHandle | None = None
         self.triggered = False
@@ -262,10 +298,11 @@ class _ResetPeerStage(Stage):
             return
         self.triggered = True
         timeout = self.spec.timeout
+        why = f"toxic {self.spec.name}"
         if timeout > 0:
-            self.timer = self.link.loop.call_later(timeout / 1000.0, self.link.conn.reset)
+            self.timer = self.link.loop.call_later(timeout / 1000.0, self.link.conn.reset, why)
         else:
-            self.link.conn.reset()
+            self.link.conn.reset(why)
 
     def cancel(self) -> None:
         if self.timer is not None:
@@ -279,7 +316,7 @@ class _LimitStage(Stage):
     __slots__ = ("done", "kind", "passed")
     spec: LimitData | ResetAt
 
-    def __init__(self, spec: Toxic, link: _Link, counter: list[int]) -> None:
+    def __init__(self, spec: Toxic, link: StageHost, counter: list[int]) -> None:
         Stage.__init__(self, spec, link, counter)
         self.passed = 0
         self.done = False
@@ -301,6 +338,7 @@ class _LimitStage(Stage):
             chunk = chunk[:remaining]
         if chunk:
             self.nxt.feed(chunk)
+        self.link.conn.blame(f"toxic {self.spec.name} after {self.passed} B")
         self.nxt.end(self.kind)
 
     def end(self, kind: str) -> None:
@@ -312,7 +350,7 @@ class _IdleResetStage(Stage):
     __slots__ = ("timer",)
     spec: IdleReset
 
-    def __init__(self, spec: Toxic, link: _Link, counter: list[int]) -> None:
+    def __init__(self, spec: Toxic, link: StageHost, counter: list[int]) -> None:
         Stage.__init__(self, spec, link, counter)
         self.timer: asyncio.TimerHandle | None = None
 
@@ -336,10 +374,11 @@ class _IdleResetStage(Stage):
 
     def _close(self) -> None:
         conn = self.link.conn
+        why = f"toxic {self.spec.name} after {self.spec.idle} ms idle"
         if self.spec.close == "rst":
-            conn.reset()
+            conn.reset(why)
         else:
-            conn.close()
+            conn.close(why)
 
     def data(self, chunk: bytes) -> None:
         spec = self.spec
@@ -373,6 +412,6 @@ _STAGES: dict[type[Toxic], type[Stage]] = {
 }
 
 
-def make_stage(spec: Toxic, link: _Link, counter: list[int]) -> Stage:
+def make_stage(spec: Toxic, link: StageHost, counter: list[int]) -> Stage:
     """The stage that runs ``spec`` on ``link`` (one direction of one connection)."""
     return _STAGES[type(spec)](spec, link, counter)

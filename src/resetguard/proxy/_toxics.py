@@ -43,6 +43,7 @@ __all__ = [
     "ToxicError",
     "parse_toxic",
     "toxic_from_json",
+    "toxics_from_json",
     "toxic_types",
 ]
 
@@ -374,12 +375,35 @@ def toxic_from_json(body: Mapping[str, Any], *, base: Toxic | None = None) -> To
     cls = _lookup(body.get("type"))
     kwargs: dict[str, Any] = _coerce_attributes(cls, attributes)
     stream = body.get("stream") or "downstream"
-    if stream not in STREAMS:
+    if stream == "both":
+        raise ToxicError("stream 'both' makes two toxics: build them with toxics_from_json()")
+    if stream not in STREAMS:  # Toxiproxy's own message, which its clients may look for
         raise ToxicError("stream was invalid, can be either upstream or downstream")
     kwargs["stream"] = stream
     kwargs["toxicity"] = body.get("toxicity", 1.0)
     kwargs["name"] = body.get("name") or ""
     return _build(cls, kwargs)
+
+
+def toxics_from_json(body: Mapping[str, Any]) -> tuple[Toxic, ...]:
+    """Build the toxics of one Toxiproxy JSON object: one, or two for ``"stream": "both"``.
+
+    ``both`` is a resetguard extension, as on the command line: the same toxic on each
+    stream, named ``<name>_upstream`` and ``<name>_downstream`` (``<type>_upstream`` ...
+    without a name). ``upstream`` and ``downstream`` keep Toxiproxy's meaning.
+
+    Example::
+
+        >>> [t.name for t in toxics_from_json({"type": "latency", "stream": "both"})]
+        ['latency_upstream', 'latency_downstream']
+    """
+    if not isinstance(body, Mapping) or body.get("stream") != "both":
+        return (toxic_from_json(body),)
+    name = body.get("name") or ""
+    return tuple(
+        toxic_from_json({**body, "stream": s, "name": f"{name}_{s}" if name else ""})
+        for s in STREAMS
+    )
 
 
 def _parse_value(cls: type[Toxic], key: str, raw: str, f: dataclasses.Field[Any]) -> Any:

@@ -1,0 +1,256 @@
+"""The drivers: the one place attempts are started, slept between and ended.
+
+:class:`Attempts` is the attempt loop, written once as an iterator with a sync side
+(``for``, sleeping with ``time.sleep``) and an async side (``async for``, sleeping in the
+running event loop, asyncio or trio). Each :class:`AttemptContext` it yields is entered
+with ``with`` (or ``async with``): entering takes the breaker's ticket, leaving hands the
+attempt's outcome to the engine's :class:`~resetguard._engine.Run`, which decides. These
+are the only sync/async twins of the retry core, a few lines each.
+
+:func:`drive` and :func:`adrive` run a function under that loop; ``retrying()``, the
+decorator, ``Retry.call``/``run``, the HTTP transports and the database helpers all go
+through them (the decorator inlines only its first, successful attempt).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+from . import _clock
+from ._engine import NO_VALUE, Run
+
+__all__ = ["AttemptContext", "Attempts", "adrive", "drive"]
+
+R = TypeVar("R")
+Resolve = Callable[[BaseException], Any]
+
+
+class AttemptContext:
+    """One attempt of a retried operation; use it as ``with attempt:`` (or ``async with``).
+
+    ``number`` counts attempts from 1. Call :meth:`sent` at the attempt's point of no
+    return. ``facts`` is where an adapter keeps what it learns about the attempt.
+    """
+
+    # No __slots__: one is built per attempt, and class-level defaults let the constructor
+    # set only the run and the number.
+    passed = False
+    retrying = False
+    _exited = False
+    facts: Any = None
+
+    def __init__(self, run: Run, number: int) -> None:
+        self._run = run
+        self.number = number
+
+    def sent(self) -> None:
+        """Mark the point of no return: from here on the operation may take effect.
+
+        A connection fault after it is never retried blindly: it is retried only if the
+        policy declares the operation idempotent, or a resolve hook finds out it did not
+        take effect; otherwise the caller gets an unknown outcome
+        (:func:`resetguard.outcome_unknown`).
+
+        Example::
+
+            >>> import resetguard
+            >>> for attempt in resetguard.retrying():
+            ...     with attempt:
+            ...         attempt.sent()  # e.g. just before COMMIT
+            >>> attempt.passed
+            True
+        """
+        self.passed = True
+
+    def retry_result(self, marker: BaseException, retry_after: float | None = None) -> bool:
+        """For adapters: the attempt produced a result worth retrying (an HTTP 503).
+
+        ``marker`` stands for the result in the history and events. Returns True when
+        the engine schedules another attempt (the adapter then discards the result), False
+        when the result goes to the caller.
+        """
+        if self._run.retry_result(marker, retry_after) is None:
+            return False
+        self.retrying = True
+        return True
+
+    def __enter__(self) -> AttemptContext:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        ended = self._ended(exc)
+        if ended is None:
+            resolve = self._run.resolve
+            assert exc is not None
+            assert resolve is not None
+            try:
+                outcome = resolve(exc)
+            except Exception as error:
+                outcome = error
+            ended = self._resolved(outcome)
+        return ended
+
+    async def __aenter__(self) -> AttemptContext:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        ended = self._ended(exc)
+        if ended is None:
+            resolve = self._run.resolve
+            assert exc is not None
+            assert resolve is not None
+            try:
+                outcome = await resolve(exc)
+            except Exception as error:
+                outcome = error
+            ended = self._resolved(outcome)
+        return ended
+
+    def _ended(self, exc: BaseException | None) -> bool | None:
+        """True: swallow ``exc`` (another attempt follows, or a resolve hook settled it);
+        False: let it propagate; None: the resolve hook must be asked first."""
+        self._exited = True
+        run = self._run
+        if run.breaker is not None:
+            run.release(exc)
+        if exc is None:
+            if not self.retrying:
+                run.succeeded()
+            return False
+        if not isinstance(exc, Exception):
+            return False  # cancellation, KeyboardInterrupt: never retried or swallowed
+        if run.failed(exc, self) is not None:
+            return True
+        return None if run.resolving is not None else False
+
+    def _resolved(self, outcome: object) -> bool:
+        """After the resolve hook: True for a rerun or a settled call, False to give up."""
+        run = self._run
+        return run.resolved(outcome) is not None or run.value is not NO_VALUE
+
+
+class Attempts:
+    """The attempt loop: ``for attempt in Attempts(run): with attempt: ...``.
+
+    Also ``async for`` / ``async with``. Before each attempt it sleeps the delay the engine
+    chose (never calling sleep for a zero delay) and takes the breaker's ticket, waiting
+    for it when the engine says so; it stops once the call succeeded, was settled by a
+    resolve hook, or gave up (the error then propagates from ``with``).
+    """
+
+    __slots__ = ("_current", "_run")
+
+    def __init__(self, run: Run, resolve: Resolve | None = None) -> None:
+        if resolve is not None:
+            run.resolvable = True
+            run.resolve = resolve
+        self._run = run
+        self._current: AttemptContext | None = None
+
+    def _over(self) -> bool:
+        current = self._current
+        if current is not None and not current._exited:
+            _not_entered()
+        return self._run.done
+
+    def advance(self) -> AttemptContext | None:
+        """The next attempt, after the engine's wait (None when the call is over).
+
+        What ``for`` calls; :func:`drive` calls it directly (no ``StopIteration``).
+        """
+        if self._over():
+            return None
+        run = self._run
+        sleep = run.policy.sleep or time.sleep
+        delay = run.delay
+        if delay > 0:
+            run.delay = 0.0
+            sleep(delay)
+        if run.breaker is not None:
+            while (wait := run.admit()) is not None:
+                sleep(wait)
+        self._current = attempt = AttemptContext(run, run.attempt)
+        return attempt
+
+    async def aadvance(self) -> AttemptContext | None:
+        """The async twin of :meth:`advance`: waits in the running event loop."""
+        if self._over():
+            return None
+        run = self._run
+        sleep = run.policy.async_sleep or _clock.async_sleep
+        delay = run.delay
+        if delay > 0:
+            run.delay = 0.0
+            await sleep(delay)
+        if run.breaker is not None:
+            while (wait := run.admit()) is not None:
+                await sleep(wait)
+        self._current = attempt = AttemptContext(run, run.attempt)
+        return attempt
+
+    def __iter__(self) -> Attempts:
+        return self
+
+    def __next__(self) -> AttemptContext:
+        attempt = self.advance()
+        if attempt is None:
+            raise StopIteration
+        return attempt
+
+    def __aiter__(self) -> Attempts:
+        return self
+
+    async def __anext__(self) -> AttemptContext:
+        attempt = await self.aadvance()
+        if attempt is None:
+            raise StopAsyncIteration
+        return attempt
+
+    def abandon(self, error: BaseException) -> None:
+        """The loop was left after an attempt was handed out but before it was entered:
+        give the breaker its ticket back (a ticket kept would hold a probe slot for good)."""
+        current = self._current
+        if current is not None and not current._exited:
+            current._exited = True
+            self._run.release(error)
+
+
+def _not_entered() -> None:
+    raise RuntimeError("each attempt of resetguard.retrying() must be used as `with attempt:`")
+
+
+def drive(run: Run, fn: Callable[[AttemptContext], R], resolve: Resolve | None = None) -> R:
+    """Run ``fn(attempt)`` until the engine says the call is over; return its result."""
+    result: Any = None
+    attempts = Attempts(run, resolve)
+    while (attempt := attempts.advance()) is not None:
+        with attempt:
+            result = fn(attempt)
+    value = run.value
+    return result if value is NO_VALUE else value  # type: ignore[no-any-return]
+
+
+async def adrive(
+    run: Run, fn: Callable[[AttemptContext], Awaitable[R]], resolve: Resolve | None = None
+) -> R:
+    """The async twin of :func:`drive` (asyncio or trio; cancellation is never caught)."""
+    result: Any = None
+    attempts = Attempts(run, resolve)
+    while (attempt := await attempts.aadvance()) is not None:
+        async with attempt:
+            result = await fn(attempt)
+    value = run.value
+    return result if value is NO_VALUE else value  # type: ignore[no-any-return]
