@@ -753,6 +753,8 @@ def classify(exc: BaseException) -> Failure | None:
                 found = classifier(node)
                 if found is not None:
                     return found
+    if type(exc) is RuntimeError and _is_uvloop_closed(exc):
+        return _UVLOOP_CLOSED
     plain = _plain_key(exc)
     if plain is not None:
         cached = _PLAIN_CACHE.get(plain)
@@ -768,6 +770,28 @@ def classify(exc: BaseException) -> Failure | None:
     if plain is not None and failure is not None and len(_PLAIN_CACHE) < 256:
         _PLAIN_CACHE[plain] = failure
     return failure
+
+
+# uvloop raises a plain RuntimeError when a transport's libuv handle is already closed
+# (uvloop/handles/handle.pyx, _ensure_alive): a write to a connection the peer has gone
+# from. Matched by its exact wording only, so any other RuntimeError stays None.
+_UVLOOP_PREFIX = "unable to perform operation on <"
+_UVLOOP_SUFFIX = "; the handler is closed"
+_UVLOOP_CLOSED = Failure(
+    kind=Kind.CLOSED,
+    phase=Phase.SEND,
+    source="uvloop",
+    code="HANDLER_CLOSED",
+    exc_type="builtins.RuntimeError",
+)
+
+
+def _is_uvloop_closed(exc: BaseException) -> bool:
+    args = exc.args
+    if len(args) != 1 or not isinstance(args[0], str):
+        return False
+    text = args[0]
+    return text.startswith(_UVLOOP_PREFIX) and text.endswith(_UVLOOP_SUFFIX)
 
 
 # A builtin OSError with an errno and nothing attached classifies the same every time, and

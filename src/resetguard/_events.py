@@ -34,6 +34,7 @@ __all__ = [
     "Event",
     "GaveUp",
     "Hook",
+    "NoiseSuppressed",
     "OutcomeResolved",
     "RetryScheduled",
     "RetrySucceeded",
@@ -162,11 +163,36 @@ class ConnectionEvent(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientDisconnected(Event):
-    """A server-side handler saw its client go away before the response was complete."""
+    """A server-side handler saw its client go away before the response was complete.
+
+    ``name`` is the component (``"asgi"``, ``"tcp"``, ``"socketio"``). ``reason`` says how
+    the source reported the end: ``"disconnect"`` (ASGI ``http.disconnect``), ``"send_failed"``,
+    ``"reset"``, ``"timeout"``, ``"idle_timeout"``, ``"clean"``, or a Socket.IO reason such as
+    ``"transport close"``; ``""`` when unknown. ``how`` is the TCP-level end when it is known:
+    ``"fin"`` (orderly close) or ``"rst"`` (reset). ``cancelled`` is true when resetguard
+    stopped the handler because of it.
+    """
 
     path: str = ""
     peer: str = ""
     elapsed: float | None = None
+    reason: str = ""
+    how: str = ""
+    cancelled: bool = False
+    failure: Failure | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoiseSuppressed(Event):
+    """A connection-fault report that resetguard demoted from a log line or traceback.
+
+    ``name`` is where it was caught: ``"asyncio.handler"`` (the loop's exception handler),
+    ``"asyncio.log"`` (the ``asyncio`` logger) or ``"threading"`` (``threading.excepthook``).
+    ``message`` is the original message, ``failure`` the classified fault when there was one.
+    """
+
+    message: str = ""
+    failure: Failure | None = None
 
 
 class Hook(Protocol):

@@ -35,7 +35,7 @@ import time
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, TypeVar, cast, overload
 
@@ -48,6 +48,7 @@ from ._events import (
     ConnectionEvent,
     Event,
     GaveUp,
+    NoiseSuppressed,
     RetryScheduled,
     RetrySucceeded,
     add_hook,
@@ -232,6 +233,10 @@ def _mapping(d: Mapping[str, int]) -> Mapping[str, int]:
     return MappingProxyType(dict(d))
 
 
+def _empty() -> Mapping[str, int]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MonitorReport:
     """A frozen snapshot of a :class:`Monitor`, as returned by :meth:`Monitor.report`.
@@ -258,6 +263,12 @@ class MonitorReport:
             state of each breaker.
         connections: connection events by action (``opened``, ``reused``, ``closed`` …).
         client_disconnects: server-side client disconnects.
+        disconnect_reasons: client disconnects by ``"<component>:<reason>"`` (``asgi:disconnect``,
+            ``tcp:reset``, ``socketio:transport close`` …) and, when known, by TCP end
+            (``how:fin`` / ``how:rst``).
+        cancelled_handlers: handlers stopped because their client went away.
+        suppressed_noise: connection-fault reports demoted to debug events, by where they
+            were caught (``asyncio.handler``, ``asyncio.log``, ``threading``).
         latency: call durations measured by ``track`` or given to ``record``.
         reuse_idle_age, failure_idle_age: idle age of connections when reused / when they
             failed.
@@ -288,6 +299,9 @@ class MonitorReport:
     latency: HistogramSnapshot
     reuse_idle_age: HistogramSnapshot
     failure_idle_age: HistogramSnapshot
+    disconnect_reasons: Mapping[str, int] = field(default_factory=_empty)
+    cancelled_handlers: int = 0
+    suppressed_noise: Mapping[str, int] = field(default_factory=_empty)
 
     def per_second(self, outcome: str, *, attempts: bool = False) -> float:
         """Window count of ``outcome`` per second (calls, or failed attempts)."""
@@ -328,6 +342,9 @@ class MonitorReport:
             "breakers": dict(self.breakers),
             "connections": dict(self.connections),
             "client_disconnects": self.client_disconnects,
+            "disconnect_reasons": dict(self.disconnect_reasons),
+            "cancelled_handlers": self.cancelled_handlers,
+            "suppressed_noise": dict(self.suppressed_noise),
             "latency_count": self.latency.count,
             "latency_sum": self.latency.sum,
         }
@@ -436,6 +453,7 @@ class Monitor:
         "_clock",
         "_conn_actions",
         "_counters",
+        "_disconnect_reasons",
         "_endpoints",
         "_evicted",
         "_failure_idle",
@@ -444,6 +462,7 @@ class Monitor:
         "_latency",
         "_lock",
         "_max_endpoints",
+        "_noise",
         "_observers",
         "_phases",
         "_reuse_idle",
@@ -514,8 +533,10 @@ class Monitor:
         self._phases: dict[str, int] = {}
         self._sources: dict[str, int] = {}
         self._reused = [0, 0]  # [reused, fresh]
-        # retries, recovered, budget_exhausted, client_disconnects
-        self._counters = [0, 0, 0, 0]
+        # retries, recovered, budget_exhausted, client_disconnects, cancelled_handlers
+        self._counters = [0, 0, 0, 0, 0]
+        self._disconnect_reasons: dict[str, int] = {}
+        self._noise: dict[str, int] = {}
         self._gave_up: dict[str, int] = {}
         self._breakers: dict[str, str] = {}
         self._breaker_moves: dict[str, int] = {}  # breaker transitions by new state
@@ -710,6 +731,15 @@ class Monitor:
                 self._counters[2] += 1
             elif isinstance(event, ClientDisconnected):
                 self._counters[3] += 1
+                if event.cancelled:
+                    self._counters[4] += 1
+                _bump(self._disconnect_reasons, f"{event.name}:{event.reason or 'unknown'}")
+                if event.how:
+                    _bump(self._disconnect_reasons, f"how:{event.how}")
+                if event.failure is not None:
+                    self._fault(event.failure)
+            elif isinstance(event, NoiseSuppressed):
+                _bump(self._noise, event.name)
             elif isinstance(event, ConnectionEvent):
                 _bump(self._conn_actions, event.action)
                 if event.idle_age is not None:
@@ -801,6 +831,9 @@ class Monitor:
                 breakers=MappingProxyType(dict(self._breakers)),
                 connections=_mapping(self._conn_actions),
                 client_disconnects=self._counters[3],
+                disconnect_reasons=_mapping(self._disconnect_reasons),
+                cancelled_handlers=self._counters[4],
+                suppressed_noise=_mapping(self._noise),
                 latency=self._latency.snapshot(),
                 reuse_idle_age=self._reuse_idle.snapshot(),
                 failure_idle_age=self._failure_idle.snapshot(),

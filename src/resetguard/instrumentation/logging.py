@@ -34,6 +34,7 @@ from .._events import (
     ConnectionEvent,
     Event,
     GaveUp,
+    NoiseSuppressed,
     RetryScheduled,
     RetrySucceeded,
 )
@@ -53,6 +54,7 @@ DEFAULT_LEVELS: Mapping[type[Event], int] = {
     BreakerStateChanged: logging.WARNING,
     ConnectionEvent: logging.DEBUG,
     ClientDisconnected: logging.INFO,
+    NoiseSuppressed: logging.DEBUG,
 }
 
 
@@ -156,7 +158,18 @@ def describe_event(event: Event) -> str:
         return text
     if isinstance(event, ClientDisconnected):
         who = f"client {redact_text(event.peer)}" if event.peer else "client"
-        return f"{name}: {who} disconnected from {event.path or '?'}"
+        text = f"{name}: {who} disconnected from {redact_text(event.path) or '?'}"
+        if event.elapsed is not None:
+            text += f" after {event.elapsed:.3f}s"
+        details = [d for d in (event.reason, event.how.upper()) if d]
+        if details:
+            text += f" ({', '.join(details)})"
+        if event.cancelled:
+            text += ", handler cancelled"
+        return text
+    if isinstance(event, NoiseSuppressed):
+        what = event.failure.describe() if event.failure else "connection fault"
+        return f"{name}: suppressed {what}: {redact_text(event.message)}"
     return f"{name}: {type(event).__name__}"
 
 

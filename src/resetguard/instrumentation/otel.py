@@ -130,6 +130,27 @@ class OTelInstruments:
             "",
             lambda r: {"": r.client_disconnects},
         )
+        counter(
+            "client.disconnect.reasons",
+            "{disconnect}",
+            "Server-side client disconnects by component:reason, and by TCP end (how:fin/rst).",
+            "reason",
+            lambda r: r.disconnect_reasons,
+        )
+        counter(
+            "handlers.cancelled",
+            "{handler}",
+            "Server handlers stopped because their client went away.",
+            "",
+            lambda r: {"": r.cancelled_handlers},
+        )
+        counter(
+            "noise.suppressed",
+            "{report}",
+            "Connection-fault log lines and tracebacks demoted to debug events, by origin.",
+            "origin",
+            lambda r: r.suppressed_noise,
+        )
         monitor._add_observer(self._observe)
 
     def _report(self) -> MonitorReport:

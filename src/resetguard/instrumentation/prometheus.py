@@ -154,6 +154,23 @@ class ResetGuardCollector(Collector):
             r.connections,
         )
         yield single("client_disconnects", "Server-side client disconnects.", r.client_disconnects)
+        yield labelled(
+            "client_disconnect_reasons",
+            "Server-side client disconnects by component:reason, and by TCP end (how:fin/rst).",
+            "reason",
+            r.disconnect_reasons,
+        )
+        yield single(
+            "cancelled_handlers",
+            "Server handlers stopped because their client went away.",
+            r.cancelled_handlers,
+        )
+        yield labelled(
+            "suppressed_noise",
+            "Connection-fault log lines and tracebacks demoted to debug events, by origin.",
+            "origin",
+            r.suppressed_noise,
+        )
         yield single(
             "endpoint_evictions",
             "Endpoint rows evicted to respect max_endpoints.",
