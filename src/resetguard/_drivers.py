@@ -160,9 +160,12 @@ class Attempts:
 
         What ``for`` calls; :func:`drive` calls it directly (no ``StopIteration``).
         """
-        if self._over():
-            return None
         run = self._run
+        current = self._current
+        if current is not None and not current._exited:
+            _not_entered()
+        if run.done:
+            return None
         sleep = run.policy.sleep or time.sleep
         delay = run.delay
         if delay > 0:
@@ -222,24 +225,42 @@ def _not_entered() -> None:
 
 
 def drive(run: Run, fn: Callable[[AttemptContext], R], resolve: Resolve | None = None) -> R:
-    """Run ``fn(attempt)`` until the engine says the call is over; return its result."""
-    result: Any = None
+    """Run ``fn(attempt)`` until the engine says the call is over; return its result.
+
+    The ``with attempt:`` of a ``retrying()`` loop, spelled out (two frames less per
+    attempt): the same :meth:`AttemptContext.__exit__` decides.
+    """
     attempts = Attempts(run, resolve)
     while (attempt := attempts.advance()) is not None:
-        with attempt:
+        try:
             result = fn(attempt)
+        except BaseException as exc:
+            if not attempt.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            attempt.__exit__(None, None, None)
+            if run.done:
+                return result
     value = run.value
-    return result if value is NO_VALUE else value  # type: ignore[no-any-return]
+    assert value is not NO_VALUE
+    return value  # type: ignore[no-any-return]
 
 
 async def adrive(
     run: Run, fn: Callable[[AttemptContext], Awaitable[R]], resolve: Resolve | None = None
 ) -> R:
     """The async twin of :func:`drive` (asyncio or trio; cancellation is never caught)."""
-    result: Any = None
     attempts = Attempts(run, resolve)
     while (attempt := await attempts.aadvance()) is not None:
-        async with attempt:
+        try:
             result = await fn(attempt)
+        except BaseException as exc:
+            if not await attempt.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            await attempt.__aexit__(None, None, None)
+            if run.done:
+                return result
     value = run.value
-    return result if value is NO_VALUE else value  # type: ignore[no-any-return]
+    assert value is not NO_VALUE
+    return value  # type: ignore[no-any-return]

@@ -456,7 +456,16 @@ class Run:
             # apply it twice.
             verdict = NOT_RETRYABLE
         elif judge is None:
-            verdict = core_verdict(p, exc, failure, facts is not None and facts.passed)
+            if p.on is None and failure is not None and failure.kind in p.kinds:
+                # the common case, inlined (a connection fault): core_verdict's answer
+                if facts is not None and facts.passed:
+                    verdict = RETRY if p.idempotent is True else UNSAFE
+                elif p.idempotent is False and not failure.nothing_sent:
+                    verdict = UNSAFE
+                else:
+                    verdict = RETRY
+            else:
+                verdict = core_verdict(p, exc, failure, facts is not None and facts.passed)
         else:
             verdict = judge.verdict(p, exc, failure, facts)
         if not verdict.retry:
