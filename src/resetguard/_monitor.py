@@ -36,24 +36,12 @@ from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any, Final, TypeVar, cast, overload
 
+from . import _events as ev
 from ._classify import Failure, Kind, Phase, classify
-from ._events import (
-    AttemptFailed,
-    BreakerStateChanged,
-    BudgetExhaustedEvent,
-    ClientDisconnected,
-    ConnectionEvent,
-    Event,
-    GaveUp,
-    NoiseSuppressed,
-    RetryScheduled,
-    RetrySucceeded,
-    add_hook,
-    remove_hook,
-)
+from ._events import add_hook, remove_hook
 
 __all__ = [
     "DEFAULT_LATENCY_BUCKETS",
@@ -712,24 +700,24 @@ class Monitor:
 
     # ----------------------------------------------------------------- events
 
-    def __call__(self, event: Event, /) -> None:
+    def __call__(self, event: ev.Event, /) -> None:
         """Receive one resetguard event (this makes the monitor a hook)."""
         now = self._clock()
         with self._lock:
-            if isinstance(event, AttemptFailed):
+            if isinstance(event, ev.AttemptFailed):
                 f = event.failure
                 self._count(_N + (_OTHER if f is None else _KIND_INDEX[f.kind]), event.name, now)
                 if f is not None:
                     self._fault(f)
-            elif isinstance(event, RetryScheduled):
+            elif isinstance(event, ev.RetryScheduled):
                 self._counters[0] += 1
-            elif isinstance(event, RetrySucceeded):
+            elif isinstance(event, ev.RetrySucceeded):
                 self._counters[1] += 1
-            elif isinstance(event, GaveUp):
+            elif isinstance(event, ev.GaveUp):
                 _bump(self._gave_up, event.reason)
-            elif isinstance(event, BudgetExhaustedEvent):
+            elif isinstance(event, ev.BudgetExhaustedEvent):
                 self._counters[2] += 1
-            elif isinstance(event, ClientDisconnected):
+            elif isinstance(event, ev.ClientDisconnected):
                 self._counters[3] += 1
                 if event.cancelled:
                     self._counters[4] += 1
@@ -738,9 +726,9 @@ class Monitor:
                     _bump(self._disconnect_reasons, f"how:{event.how}")
                 if event.failure is not None:
                     self._fault(event.failure)
-            elif isinstance(event, NoiseSuppressed):
+            elif isinstance(event, ev.NoiseSuppressed):
                 _bump(self._noise, event.name)
-            elif isinstance(event, ConnectionEvent):
+            elif isinstance(event, ev.ConnectionEvent):
                 _bump(self._conn_actions, event.action)
                 if event.idle_age is not None:
                     if event.action == "reused":
@@ -749,7 +737,7 @@ class Monitor:
                         self._failure_idle.add(event.idle_age)
                 if event.action == "failed" and event.failure is not None:
                     self._fault(event.failure)
-            elif isinstance(event, BreakerStateChanged):
+            elif isinstance(event, ev.BreakerStateChanged):
                 _bump(self._breaker_moves, event.new)
                 if event.name not in self._breakers and len(self._breakers) >= _MAX_BREAKERS:
                     del self._breakers[next(iter(self._breakers))]
@@ -784,12 +772,7 @@ class Monitor:
     def __enter__(self) -> Monitor:
         return self.install()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.uninstall()
 
     # ----------------------------------------------------------------- reading

@@ -18,7 +18,6 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Final
 
 from .._classify import Failure, Kind, classify
@@ -246,12 +245,7 @@ class QuietResets:
             threading.excepthook = self._hook
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._handler is not None and self.loop is not None:
             if self.loop.get_exception_handler() is self._handler:
                 self.loop.set_exception_handler(self._previous_handler)

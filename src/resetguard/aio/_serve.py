@@ -14,7 +14,6 @@ import logging
 import ssl as _ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from types import TracebackType
 from typing import Any, Final, SupportsIndex
 
 from .._classify import Failure, Kind, classify
@@ -103,12 +102,7 @@ class TCPServer:
     async def __aenter__(self) -> TCPServer:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.shutdown()
 
     async def serve_forever(self) -> None:

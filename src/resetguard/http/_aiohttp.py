@@ -20,7 +20,6 @@ import functools
 import io
 import time
 from collections.abc import Callable, Coroutine, Generator, Mapping
-from types import TracebackType
 from typing import Any, ParamSpec
 
 import aiohttp
@@ -297,14 +296,9 @@ class RequestContext(Coroutine[Any, Any, aiohttp.ClientResponse]):
         self._response = await self._coro
         return await self._response.__aenter__()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: Any) -> None:
         if self._response is not None:
-            await self._response.__aexit__(exc_type, exc, tb)
+            await self._response.__aexit__(*exc_info)
 
 
 def _context(

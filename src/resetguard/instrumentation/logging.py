@@ -25,19 +25,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .. import _events as ev
 from .._classify import Failure
-from .._events import (
-    AttemptFailed,
-    BreakerStateChanged,
-    BudgetExhaustedEvent,
-    ClientDisconnected,
-    ConnectionEvent,
-    Event,
-    GaveUp,
-    NoiseSuppressed,
-    RetryScheduled,
-    RetrySucceeded,
-)
 
 __all__ = ["DEFAULT_LEVELS", "LogHook", "describe_event", "event_fields", "redact_text"]
 
@@ -45,16 +34,16 @@ _CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 #: Level used for each event type (``ConnectionEvent`` with action ``failed`` is logged at INFO).
-DEFAULT_LEVELS: Mapping[type[Event], int] = {
-    AttemptFailed: logging.INFO,
-    RetryScheduled: logging.INFO,
-    RetrySucceeded: logging.INFO,
-    GaveUp: logging.WARNING,
-    BudgetExhaustedEvent: logging.WARNING,
-    BreakerStateChanged: logging.WARNING,
-    ConnectionEvent: logging.DEBUG,
-    ClientDisconnected: logging.INFO,
-    NoiseSuppressed: logging.DEBUG,
+DEFAULT_LEVELS: Mapping[type[ev.Event], int] = {
+    ev.AttemptFailed: logging.INFO,
+    ev.RetryScheduled: logging.INFO,
+    ev.RetrySucceeded: logging.INFO,
+    ev.GaveUp: logging.WARNING,
+    ev.BudgetExhaustedEvent: logging.WARNING,
+    ev.BreakerStateChanged: logging.WARNING,
+    ev.ConnectionEvent: logging.DEBUG,
+    ev.ClientDisconnected: logging.INFO,
+    ev.NoiseSuppressed: logging.DEBUG,
 }
 
 
@@ -69,7 +58,7 @@ def redact_text(text: str) -> str:
     return _CREDENTIALS.sub(r"\1***@", text)
 
 
-def _event_type(event: Event) -> str:
+def _event_type(event: ev.Event) -> str:
     name = type(event).__name__
     if name == "BudgetExhaustedEvent":
         name = "BudgetExhausted"
@@ -88,7 +77,7 @@ def _failure_fields(failure: Failure | None) -> dict[str, Any]:
     }
 
 
-def event_fields(event: Event) -> dict[str, Any]:
+def event_fields(event: ev.Event) -> dict[str, Any]:
     """Flat, JSON-serialisable fields of ``event`` (``None`` values left out).
 
     Example::
@@ -126,28 +115,28 @@ def _slots(cls: type) -> list[str]:
     return out
 
 
-def describe_event(event: Event) -> str:
+def describe_event(event: ev.Event) -> str:
     """The human line for an event, e.g. ``GET /: attempt 1 failed: connection reset (…)``."""
     name = redact_text(event.name)
-    if isinstance(event, AttemptFailed):
+    if isinstance(event, ev.AttemptFailed):
         what = event.failure.describe() if event.failure else type(event.exception).__name__
         where = _where(event.failure)
         return f"{name}: attempt {event.attempt} failed after {event.elapsed:.3f}s: {what}{where}"
-    if isinstance(event, RetryScheduled):
+    if isinstance(event, ev.RetryScheduled):
         return (
             f"{name}: retrying in {event.delay:.3f}s "
             f"(attempt {event.attempt + 1} of {event.max_attempts})"
         )
-    if isinstance(event, RetrySucceeded):
+    if isinstance(event, ev.RetrySucceeded):
         return f"{name}: succeeded after {event.attempts} attempts in {event.elapsed:.3f}s"
-    if isinstance(event, GaveUp):
+    if isinstance(event, ev.GaveUp):
         what = event.failure.describe() if event.failure else type(event.exception).__name__
         return f"{name}: gave up after {event.attempts} attempts ({event.reason}): {what}"
-    if isinstance(event, BudgetExhaustedEvent):
+    if isinstance(event, ev.BudgetExhaustedEvent):
         return f"{name}: retry budget exhausted (balance {event.balance:.2f})"
-    if isinstance(event, BreakerStateChanged):
+    if isinstance(event, ev.BreakerStateChanged):
         return f"{name}: circuit breaker {event.old} -> {event.new} ({event.reason})"
-    if isinstance(event, ConnectionEvent):
+    if isinstance(event, ev.ConnectionEvent):
         text = f"{name}: connection {event.action}"
         if event.peer:
             text += f" {redact_text(event.peer)}"
@@ -156,7 +145,7 @@ def describe_event(event: Event) -> str:
         if event.failure is not None:
             text += f": {event.failure.describe()}{_where(event.failure)}"
         return text
-    if isinstance(event, ClientDisconnected):
+    if isinstance(event, ev.ClientDisconnected):
         who = f"client {redact_text(event.peer)}" if event.peer else "client"
         text = f"{name}: {who} disconnected from {redact_text(event.path) or '?'}"
         if event.elapsed is not None:
@@ -167,7 +156,7 @@ def describe_event(event: Event) -> str:
         if event.cancelled:
             text += ", handler cancelled"
         return text
-    if isinstance(event, NoiseSuppressed):
+    if isinstance(event, ev.NoiseSuppressed):
         what = event.failure.describe() if event.failure else "connection fault"
         return f"{name}: suppressed {what}: {redact_text(event.message)}"
     return f"{name}: {type(event).__name__}"
@@ -192,6 +181,7 @@ class LogHook:
     Example::
 
         >>> import logging
+        >>> from resetguard import ConnectionEvent
         >>> hook = LogHook(logging.getLogger("app"), levels={ConnectionEvent: logging.INFO})
     """
 
@@ -201,7 +191,7 @@ class LogHook:
         self,
         logger: Any = None,
         *,
-        levels: Mapping[type[Event], int] | None = None,
+        levels: Mapping[type[ev.Event], int] | None = None,
         prefix: str = "rg_",
     ) -> None:
         self.logger = logging.getLogger("resetguard.events") if logger is None else logger
@@ -218,16 +208,16 @@ class LogHook:
         self._levels = merged
         self.prefix = prefix
 
-    def _level(self, event: Event) -> int:
-        if isinstance(event, ConnectionEvent) and event.action == "failed":
-            return max(logging.INFO, self._levels.get(ConnectionEvent, logging.DEBUG))
+    def _level(self, event: ev.Event) -> int:
+        if isinstance(event, ev.ConnectionEvent) and event.action == "failed":
+            return max(logging.INFO, self._levels.get(ev.ConnectionEvent, logging.DEBUG))
         for cls in type(event).__mro__:
             level = self._levels.get(cls)
             if level is not None:
                 return level
         return logging.INFO
 
-    def __call__(self, event: Event, /) -> None:
+    def __call__(self, event: ev.Event, /) -> None:
         level = self._level(event)
         if self._stdlib:
             if not self.logger.isEnabledFor(level):
