@@ -655,20 +655,13 @@ class CircuitBreaker:
             >>> [(e.old, e.new, e.reason) for e in changes]
             [('closed', 'open', 'isolated')]
         """
-        if not callable(listener):
-            raise TypeError(f"listener must be callable, got {listener!r}")
         with self._lock:
-            self._listeners = (*self._listeners, listener)
+            self._listeners = _events.with_listener(self._listeners, listener)
 
     def remove_listener(self, listener: Callable[[_events.BreakerStateChanged], None]) -> None:
         """Remove a listener added with :meth:`add_listener` (``ValueError`` if absent)."""
         with self._lock:
-            listeners = list(self._listeners)
-            try:
-                listeners.remove(listener)
-            except ValueError:
-                raise ValueError(f"listener {listener!r} is not registered") from None
-            self._listeners = tuple(listeners)
+            self._listeners = _events.without_listener(self._listeners, listener)
 
     def statistics(self) -> BreakerStatistics:
         """A frozen snapshot of the counters, taken under the lock.

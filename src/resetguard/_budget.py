@@ -315,20 +315,13 @@ class RetryBudget:
             >>> refused[0].name, refused[0].balance
             ('tiny', 0.0)
         """
-        if not callable(listener):
-            raise TypeError(f"listener must be callable, got {listener!r}")
         with self._lock:
-            self._listeners = (*self._listeners, listener)
+            self._listeners = _events.with_listener(self._listeners, listener)
 
     def remove_listener(self, listener: Callable[[_events.BudgetExhaustedEvent], None]) -> None:
         """Remove a listener added with :meth:`add_listener` (``ValueError`` if absent)."""
         with self._lock:
-            listeners = list(self._listeners)
-            try:
-                listeners.remove(listener)
-            except ValueError:
-                raise ValueError(f"listener {listener!r} is not registered") from None
-            self._listeners = tuple(listeners)
+            self._listeners = _events.without_listener(self._listeners, listener)
 
     def statistics(self) -> BudgetStatistics:
         """A frozen snapshot of the totals and of the current window."""

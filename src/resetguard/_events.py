@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from ._classify import Failure
@@ -201,6 +201,30 @@ class Hook(Protocol):
     def __call__(self, event: Event, /) -> None: ...
 
 
+_T = TypeVar("_T")
+
+
+def with_listener(
+    listeners: tuple[_T, ...], listener: _T, what: str = "listener"
+) -> tuple[_T, ...]:
+    """``listeners`` plus ``listener`` (a tuple: readers iterate it without a lock)."""
+    if not callable(listener):
+        raise TypeError(f"{what} must be callable, got {listener!r}")
+    return (*listeners, listener)
+
+
+def without_listener(
+    listeners: tuple[_T, ...], listener: _T, what: str = "listener"
+) -> tuple[_T, ...]:
+    """``listeners`` less ``listener`` (``ValueError`` naming it when it is not there)."""
+    remaining = list(listeners)
+    try:
+        remaining.remove(listener)
+    except ValueError:
+        raise ValueError(f"{what} {listener!r} is not registered") from None
+    return tuple(remaining)
+
+
 class _Registry:
     __slots__ = ("_lock", "hooks")
 
@@ -209,19 +233,12 @@ class _Registry:
         self._lock = threading.Lock()
 
     def add(self, hook: Callable[[Event], None]) -> None:
-        if not callable(hook):
-            raise TypeError(f"hook must be callable, got {hook!r}")
         with self._lock:
-            self.hooks = (*self.hooks, hook)
+            self.hooks = with_listener(self.hooks, hook, "hook")
 
     def remove(self, hook: Callable[[Event], None]) -> None:
         with self._lock:
-            hooks = list(self.hooks)
-            try:
-                hooks.remove(hook)
-            except ValueError:
-                raise ValueError(f"hook {hook!r} is not installed") from None
-            self.hooks = tuple(hooks)
+            self.hooks = without_listener(self.hooks, hook, "hook")
 
 
 _registry = _Registry()
