@@ -23,18 +23,7 @@ from collections import deque
 from random import Random
 from typing import Protocol
 
-from ._toxics import (
-    Bandwidth,
-    IdleReset,
-    Latency,
-    LimitData,
-    ResetAt,
-    ResetPeer,
-    Slicer,
-    SlowClose,
-    Timeout,
-    Toxic,
-)
+from . import _toxics as tx
 
 __all__ = ["ConnHost", "Stage", "StageHost", "make_stage"]
 
@@ -87,7 +76,7 @@ class Stage:
 
     __slots__ = ("counter", "link", "nxt", "spec")
 
-    def __init__(self, spec: Toxic, link: StageHost, counter: list[int]) -> None:
+    def __init__(self, spec: tx.Toxic, link: StageHost, counter: list[int]) -> None:
         self.spec = spec
         self.link = link
         self.nxt: _Next = link
@@ -118,7 +107,7 @@ class _Timed(Stage):
 
     __slots__ = ("last_due", "queue", "timer")
 
-    def __init__(self, spec: Toxic, link: StageHost, counter: list[int]) -> None:
+    def __init__(self, spec: tx.Toxic, link: StageHost, counter: list[int]) -> None:
         Stage.__init__(self, spec, link, counter)
         self.queue: deque[tuple[float, bytes | str]] = deque()
         self.timer: asyncio.TimerHandle | None = None
@@ -174,7 +163,7 @@ class _Timed(Stage):
 
 class _LatencyStage(_Timed):
     __slots__ = ()
-    spec: Latency
+    spec: tx.Latency
 
     def data(self, chunk: bytes) -> None:
         spec = self.spec
@@ -187,9 +176,9 @@ class _LatencyStage(_Timed):
 
 class _BandwidthStage(_Timed):
     __slots__ = ("free_at",)
-    spec: Bandwidth
+    spec: tx.Bandwidth
 
-    def __init__(self, spec: Toxic, link: StageHost, counter: list[int]) -> None:
+    def __init__(self, spec: tx.Toxic, link: StageHost, counter: list[int]) -> None:
         _Timed.__init__(self, spec, link, counter)
         self.free_at = 0.0
 
@@ -206,7 +195,7 @@ class _BandwidthStage(_Timed):
 
 class _SlowCloseStage(_Timed):
     __slots__ = ()
-    spec: SlowClose
+    spec: tx.SlowClose
 
     def data(self, chunk: bytes) -> None:
         self.push(self.after_last(), chunk)
@@ -218,7 +207,7 @@ class _SlowCloseStage(_Timed):
 
 class _SlicerStage(_Timed):
     __slots__ = ()
-    spec: Slicer
+    spec: tx.Slicer
 
     def data(self, chunk: bytes) -> None:
         spec = self.spec
@@ -250,9 +239,9 @@ def _slice_points(size: int, average: int, variation: int, rnd: Random) -> list[
 
 class _TimeoutStage(Stage):
     __slots__ = ("timer",)
-    spec: Timeout
+    spec: tx.Timeout
 
-    def __init__(self, spec: Toxic, link: StageHost, counter: list[int]) -> None:
+    def __init__(self, spec: tx.Toxic, link: StageHost, counter: list[int]) -> None:
         Stage.__init__(self, spec, link, counter)
         self.timer: asyncio.TimerHandle | None = None
 
@@ -279,9 +268,9 @@ class _TimeoutStage(Stage):
 
 class _ResetPeerStage(Stage):
     __slots__ = ("timer", "triggered")
-    spec: ResetPeer
+    spec: tx.ResetPeer
 
-    def __init__(self, spec: Toxic, link: StageHost, counter: list[int]) -> None:
+    def __init__(self, spec: tx.Toxic, link: StageHost, counter: list[int]) -> None:
         Stage.__init__(self, spec, link, counter)
         self.timer: asyncio.TimerHandle | None = None
         self.triggered = False
@@ -314,13 +303,13 @@ class _LimitStage(Stage):
     """``limit_data`` (then close) and ``reset_at`` (then reset)."""
 
     __slots__ = ("done", "kind", "passed")
-    spec: LimitData | ResetAt
+    spec: tx.LimitData | tx.ResetAt
 
-    def __init__(self, spec: Toxic, link: StageHost, counter: list[int]) -> None:
+    def __init__(self, spec: tx.Toxic, link: StageHost, counter: list[int]) -> None:
         Stage.__init__(self, spec, link, counter)
         self.passed = 0
         self.done = False
-        self.kind = "reset" if isinstance(spec, ResetAt) else "close"
+        self.kind = "reset" if isinstance(spec, tx.ResetAt) else "close"
 
     def data(self, chunk: bytes) -> None:
         if self.done:
@@ -348,9 +337,9 @@ class _LimitStage(Stage):
 
 class _IdleResetStage(Stage):
     __slots__ = ("timer",)
-    spec: IdleReset
+    spec: tx.IdleReset
 
-    def __init__(self, spec: Toxic, link: StageHost, counter: list[int]) -> None:
+    def __init__(self, spec: tx.Toxic, link: StageHost, counter: list[int]) -> None:
         Stage.__init__(self, spec, link, counter)
         self.timer: asyncio.TimerHandle | None = None
 
@@ -399,19 +388,19 @@ class _IdleResetStage(Stage):
         self.cancel()
 
 
-_STAGES: dict[type[Toxic], type[Stage]] = {
-    Latency: _LatencyStage,
-    Bandwidth: _BandwidthStage,
-    SlowClose: _SlowCloseStage,
-    Slicer: _SlicerStage,
-    Timeout: _TimeoutStage,
-    ResetPeer: _ResetPeerStage,
-    LimitData: _LimitStage,
-    ResetAt: _LimitStage,
-    IdleReset: _IdleResetStage,
+_STAGES: dict[type[tx.Toxic], type[Stage]] = {
+    tx.Latency: _LatencyStage,
+    tx.Bandwidth: _BandwidthStage,
+    tx.SlowClose: _SlowCloseStage,
+    tx.Slicer: _SlicerStage,
+    tx.Timeout: _TimeoutStage,
+    tx.ResetPeer: _ResetPeerStage,
+    tx.LimitData: _LimitStage,
+    tx.ResetAt: _LimitStage,
+    tx.IdleReset: _IdleResetStage,
 }
 
 
-def make_stage(spec: Toxic, link: StageHost, counter: list[int]) -> Stage:
+def make_stage(spec: tx.Toxic, link: StageHost, counter: list[int]) -> Stage:
     """The stage that runs ``spec`` on ``link`` (one direction of one connection)."""
     return _STAGES[type(spec)](spec, link, counter)

@@ -81,18 +81,16 @@ class TraceRecord:
         if self.peer:
             parts.append(self.peer)
         parts.append(self.step)
-        if self.duration is not None:
-            parts.append(f"took={self.duration * 1000:.2f}ms")
-        if self.since_start is not None:
-            parts.append(f"t=+{self.since_start * 1000:.2f}ms")
-        if self.idle_age is not None:
-            parts.append(f"idle={self.idle_age:.3f}s")
-        if self.requests is not None:
-            parts.append(f"requests={self.requests}")
-        if self.bytes_sent is not None:
-            parts.append(f"sent={self.bytes_sent}B")
-        if self.bytes_received is not None:
-            parts.append(f"received={self.bytes_received}B")
+        for template, value in (
+            ("took={:.2f}ms", None if self.duration is None else self.duration * 1000),
+            ("t=+{:.2f}ms", None if self.since_start is None else self.since_start * 1000),
+            ("idle={:.3f}s", self.idle_age),
+            ("requests={}", self.requests),
+            ("sent={}B", self.bytes_sent),
+            ("received={}B", self.bytes_received),
+        ):
+            if value is not None:
+                parts.append(template.format(value))
         if self.failure is not None:
             reuse = {True: "reused", False: "fresh", None: "reuse unknown"}[self.failure.reused]
             parts.append(
