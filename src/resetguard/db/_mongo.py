@@ -55,30 +55,23 @@ def mongo_listeners(*, hook: Callable[[Event], None] | None = None) -> list[Any]
     """
     from pymongo import monitoring
 
+    def pool_event(action: str, event: Any) -> None:
+        reason = str(event.reason)
+        emit(
+            ConnectionEvent(
+                name="pymongo", action=action, peer=_peer(event.address), reason=reason
+            ),
+            hook,
+        )
+
     class PoolListener(monitoring.ConnectionPoolListener):
         def connection_closed(self, event: monitoring.ConnectionClosedEvent) -> None:
-            emit(
-                ConnectionEvent(
-                    name="pymongo",
-                    action="closed",
-                    peer=_peer(event.address),
-                    reason=str(event.reason),
-                ),
-                hook,
-            )
+            pool_event("closed", event)
 
         def connection_check_out_failed(
             self, event: monitoring.ConnectionCheckOutFailedEvent
         ) -> None:
-            emit(
-                ConnectionEvent(
-                    name="pymongo",
-                    action="failed",
-                    peer=_peer(event.address),
-                    reason=str(event.reason),
-                ),
-                hook,
-            )
+            pool_event("failed", event)
 
         # pymongo calls every hook of the interface; the rest carry nothing about loss.
         def pool_created(self, event: Any) -> None: ...

@@ -11,7 +11,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from .._validate import check_positive
@@ -292,22 +292,31 @@ class RedisBackend:
             except Exception:  # the syncer must never die
                 _log.exception("resetguard.fleet %r: sync failed", self.namespace)
 
-    def _sync_pass(self, scripts: dict[str, Any], run: Any) -> bool:
-        resuming = not self.reachable
+    def _calls(self, resuming: bool) -> Iterator[tuple[_Link, str, str, Sequence[object]]]:
+        """The round trips of one sync pass: (link, script name, key, args)."""
         for link in list(self._links):
             if resuming:
                 link.forget()
             for name, key, args in link.sync_calls(resuming):
-                reply = run(scripts[name], key, args)
-                if reply is None:
-                    link.failed()
-                    return False
-                link.synced(name, reply)
+                yield link, name, key, args
+
+    def _passed(self, resuming: bool) -> bool:
+        """A sync pass went through: after an outage, Redis's state is shared again."""
         if resuming:
             with self._lock:
                 self.reachable = True
             _log.info("resetguard.fleet %r: Redis answers again; state shared", self.namespace)
         return True
+
+    def _sync_pass(self, scripts: dict[str, Any], run: Any) -> bool:
+        resuming = not self.reachable
+        for link, name, key, args in self._calls(resuming):
+            reply = run(scripts[name], key, args)
+            if reply is None:
+                link.failed()
+                return False
+            link.synced(name, reply)
+        return self._passed(resuming)
 
     def _start_task(self) -> None:
         if self._task is None or self._task.done():
@@ -331,20 +340,13 @@ class RedisBackend:
     async def _async_pass(self, run: Any) -> bool:
         # _sync_pass's steps with awaited round trips.
         resuming = not self.reachable
-        for link in list(self._links):
-            if resuming:
-                link.forget()
-            for name, key, args in link.sync_calls(resuming):
-                reply = await run(self._async_scripts[name], key, args)
-                if reply is None:
-                    link.failed()
-                    return False
-                link.synced(name, reply)
-        if resuming:
-            with self._lock:
-                self.reachable = True
-            _log.info("resetguard.fleet %r: Redis answers again; state shared", self.namespace)
-        return True
+        for link, name, key, args in self._calls(resuming):
+            reply = await run(self._async_scripts[name], key, args)
+            if reply is None:
+                link.failed()
+                return False
+            link.synced(name, reply)
+        return self._passed(resuming)
 
 
 class _Link:
