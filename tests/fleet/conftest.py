@@ -29,9 +29,20 @@ def namespace(redis_url: str) -> Iterator[str]:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port low enough that a cluster node's bus port (port + 10000) is
+    valid too (redis-server refuses to start otherwise); bounded tries."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + 10000 <= 65535:
+            with socket.socket() as bus:
+                try:
+                    bus.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free loopback port pair (port, port + 10000) found")
 
 
 class PrivateRedis:
