@@ -26,7 +26,7 @@ import logging
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from .._breaker import SERVER_BREAKER, CircuitBreaker
+from .._breaker import SERVER_BREAKER, SERVER_PATIENCE, CircuitBreaker
 from .._budget import RetryBudget
 from .._classify import classify
 from .._drivers import AttemptContext
@@ -73,9 +73,9 @@ _SENDING: ContextVar[AttemptContext | None] = ContextVar("resetguard_redis_sendi
 
 #: Each client's default: 3 attempts (DESIGN 3.3), and a 10 s deadline (Redis answers in
 #: well under a millisecond; a command still failing after 10 s is an outage, not a blip).
-#: 3 s of patience for a server that refuses connections rides out a restart of about 2 s
+#: 4 s of patience for a server that refuses connections rides out a restart of about 2 s
 #: without spending attempts, as resetguard.http does.
-DEFAULT_REDIS_POLICY = Retry(name="redis", attempts=3, deadline=10.0, patience=3.0)
+DEFAULT_REDIS_POLICY = Retry(name="redis", attempts=3, deadline=10.0, patience=SERVER_PATIENCE)
 #: The client's breaker (one per client: one server) is resetguard's server breaker
 #: (``resetguard._breaker.SERVER_BREAKER``, the same as each HTTP origin's).
 

@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .._breaker import SERVER_BREAKER, BreakerPolicy
+from .._breaker import SERVER_BREAKER, SERVER_PATIENCE, BreakerPolicy
 from .._classify import Failure, Kind, Phase
 from .._engine import Verdict
 from .._retry import Retry
@@ -49,12 +49,12 @@ DEFAULT_IDLE_TIMEOUT = 4.0
 #: A ``Keep-Alive: timeout=N`` hint expires connections at N - 1 s: one second covers
 #: the request's flight time and the server's timer granularity (Node's agent uses 1 s too).
 KEEPALIVE_MARGIN = 1.0
-#: 3 s of patience for a dependency that takes no request (refused, connect timeout): a
-#: restart of about 2 s is ridden out (measured: the old 3 quick attempts surfaced 1 % of
-#: requests as errors across 300 ms restarts), and with the per-origin breaker's first
-#: open periods (0.5, 0.75, 1.1 s) a probe lands after the restart whatever the backoff's
-#: jitter did. Past it the breaker's growing open period fails requests at once.
-DEFAULT_PATIENCE = 3.0
+#: 4 s of patience for a dependency that takes no request (refused, connect timeout): a
+#: restart of about 2 s is ridden out (the old 3 quick attempts surfaced 1 % of requests as
+#: errors across 300 ms restarts); why 4 s with the per-origin breaker's open periods:
+#: :data:`resetguard._breaker.SERVER_PATIENCE`. Past it the breaker's growing open period
+#: fails requests at once.
+DEFAULT_PATIENCE = SERVER_PATIENCE
 #: Each origin's breaker: resetguard's server breaker (its numbers' reasons are there).
 ORIGIN_BREAKER = SERVER_BREAKER
 
