@@ -33,22 +33,32 @@ class _Attempts:
             self.failed += 1
 
 
-def _restarts(srv: FaultServer, times: int, downtime: float, up: float) -> threading.Thread:
+def _restarts(
+    srv: FaultServer, times: int, downtime: float, up: float
+) -> tuple[threading.Thread, list[float]]:
+    """Restart ``srv`` ``times`` times, each refusing connections for ``downtime`` seconds
+    (stopping the server's threads counts in the downtime, so it stays ``downtime``)."""
+
     def run() -> None:
         for _ in range(times):
             time.sleep(up)
-            srv.restart(downtime)
+            down = time.monotonic()
+            srv.stop()
+            time.sleep(max(0.0, downtime - (time.monotonic() - down)))
+            srv.start()
+            outages.append(time.monotonic() - down)
 
+    outages: list[float] = []
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    return thread
+    return thread, outages
 
 
 def test_sync_client_rides_out_two_second_restarts() -> None:
     errors: list[BaseException] = []
     done = 0
     with FaultServer() as srv, Client() as client:
-        restarts = _restarts(srv, times=2, downtime=2.0, up=0.5)
+        restarts, outages = _restarts(srv, times=2, downtime=2.0, up=0.5)
         deadline = time.monotonic() + 20
         while restarts.is_alive() and time.monotonic() < deadline:
             try:
@@ -60,6 +70,8 @@ def test_sync_client_rides_out_two_second_restarts() -> None:
         restarts.join(timeout=10)
     assert errors == []
     assert done > 10
+    assert len(outages) == 2
+    assert all(o < 2.3 for o in outages), outages  # the restarts were 2 s ones
 
 
 def test_async_client_rides_out_two_second_restarts() -> None:
@@ -67,7 +79,7 @@ def test_async_client_rides_out_two_second_restarts() -> None:
 
     async def main(srv: FaultServer) -> int:
         done = 0
-        restarts = _restarts(srv, times=2, downtime=2.0, up=0.5)
+        restarts, outages = _restarts(srv, times=2, downtime=2.0, up=0.5)
         deadline = time.monotonic() + 20
         async with AsyncClient() as client:
             while restarts.is_alive() and time.monotonic() < deadline:
@@ -79,6 +91,8 @@ def test_async_client_rides_out_two_second_restarts() -> None:
                     errors.append(exc)
                 await asyncio.sleep(0.02)
         restarts.join(timeout=10)
+        assert len(outages) == 2
+        assert all(o < 2.3 for o in outages), outages  # the restarts were 2 s ones
         return done
 
     with FaultServer() as srv:
