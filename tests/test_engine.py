@@ -413,3 +413,29 @@ def test_an_open_period_beyond_patience_fails_at_once() -> None:
     with pytest.raises(CircuitOpen):
         policy.call(_raise_refused)
     assert fake.sleeps == []
+
+
+@pytest.mark.parametrize("shape", ["sync", "async"])
+def test_the_decorators_first_attempt_waits_for_an_open_breakers_probe(shape: str) -> None:
+    fake = FakeTime()
+    breaker = CircuitBreaker(
+        "dep", failure_threshold=1, open_duration=0.5, jitter=0, clock=fake.clock
+    )
+    with pytest.raises(ConnectionRefusedError):
+        Retry(breaker=breaker, attempts=1, **fake.options()).call(_raise_refused)
+    assert breaker.state is resetguard.CircuitState.OPEN  # the next call is refused at once…
+    patient = resetguard.retry(breaker=breaker, patience=3.0, **fake.options())
+    if shape == "sync":
+        assert patient(lambda: "up")() == "up"
+    else:
+
+        async def up() -> str:
+            return "up"
+
+        assert asyncio.run(patient(up)()) == "up"
+    assert fake.sleeps == [0.5]  # …unless it waits for the probe
+    assert breaker.statistics().rejected == 1  # the refusal was counted once
+    impatient = resetguard.retry(breaker=breaker, **fake.options())
+    breaker.isolate()
+    with pytest.raises(CircuitOpen):
+        impatient(lambda: "never")()

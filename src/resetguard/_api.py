@@ -14,7 +14,8 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _clock
 from ._drivers import AttemptContext, Attempts, adrive, drive
-from ._engine import Run
+from ._engine import Run, settle
+from ._exceptions import Rejected
 from ._retry import Retry, merge
 
 __all__ = ["acall", "call", "retry", "retrying"]
@@ -50,14 +51,40 @@ def _wrap(p: Retry, fn: Callable[P, R]) -> Callable[P, R]:
     if not p.name:
         p = merge(p, {"name": getattr(fn, "__qualname__", repr(fn))})
     clock = p.clock or _clock.monotonic
-    guarded = p.breaker is not None or p.budget is not None
+    breaker, budget = p.breaker, p.budget
+    guarded = breaker is not None or budget is not None
     if inspect.iscoroutinefunction(fn):
         afn: Callable[..., Awaitable[Any]] = fn
         if guarded:
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return await adrive(Run(p), lambda _attempt: afn(*args, **kwargs))
+                start = clock()
+                if budget is not None:
+                    budget._deposit()
+                ticket, t0 = 0, 0.0
+                if breaker is not None:
+                    try:
+                        ticket = breaker._acquire()
+                    except Rejected as refusal:  # the engine: wait for the probe, or refuse
+                        run = Run(p, start)
+                        run.delay = run.refused(refusal)
+                        return await adrive(run, lambda _attempt: afn(*args, **kwargs))
+                    t0 = breaker._clock()
+                try:
+                    result = await afn(*args, **kwargs)
+                except BaseException as exc:
+                    if breaker is not None:
+                        settle(breaker, ticket, t0, exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    run = Run(p, start)
+                    if run.failed(exc) is None:
+                        raise
+                    return await adrive(run, lambda _attempt: afn(*args, **kwargs))
+                if breaker is not None:
+                    settle(breaker, ticket, t0, None)
+                return result
 
             return async_wrapper  # type: ignore[return-value]
 
@@ -75,10 +102,37 @@ def _wrap(p: Retry, fn: Callable[P, R]) -> Callable[P, R]:
         return async_fast_wrapper  # type: ignore[return-value]
 
     if guarded:
-
+        # Inlined too: the budget's deposit and the breaker's ticket around the first
+        # attempt, through the engine's own primitives; a run is built only if it fails
+        # (or the breaker refuses it: the run then decides whether to wait for a probe).
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            return drive(Run(p), lambda _attempt: fn(*args, **kwargs))
+            start = clock()
+            if budget is not None:
+                budget._deposit()
+            ticket, t0 = 0, 0.0
+            if breaker is not None:
+                try:
+                    ticket = breaker._acquire()
+                except Rejected as refusal:
+                    run = Run(p, start)
+                    run.delay = run.refused(refusal)
+                    return drive(run, lambda _attempt: fn(*args, **kwargs))
+                t0 = breaker._clock()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                if breaker is not None:
+                    settle(breaker, ticket, t0, exc)
+                if not isinstance(exc, Exception):
+                    raise  # cancellation or an interrupt: never retried
+                run = Run(p, start)
+                if run.failed(exc) is None:
+                    raise
+                return drive(run, lambda _attempt: fn(*args, **kwargs))
+            if breaker is not None:
+                settle(breaker, ticket, t0, None)
+            return result
 
         return wrapper
 

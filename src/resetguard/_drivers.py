@@ -149,12 +149,6 @@ class Attempts:
         self._run = run
         self._current: AttemptContext | None = None
 
-    def _over(self) -> bool:
-        current = self._current
-        if current is not None and not current._exited:
-            _not_entered()
-        return self._run.done
-
     def advance(self) -> AttemptContext | None:
         """The next attempt, after the engine's wait (None when the call is over).
 
@@ -166,30 +160,31 @@ class Attempts:
             _not_entered()
         if run.done:
             return None
-        sleep = run.policy.sleep or time.sleep
         delay = run.delay
         if delay > 0:
             run.delay = 0.0
-            sleep(delay)
+            (run.policy.sleep or time.sleep)(delay)
         if run.breaker is not None:
             while (wait := run.admit()) is not None:
-                sleep(wait)
+                (run.policy.sleep or time.sleep)(wait)
         self._current = attempt = AttemptContext(run, run.attempt)
         return attempt
 
     async def aadvance(self) -> AttemptContext | None:
         """The async twin of :meth:`advance`: waits in the running event loop."""
-        if self._over():
-            return None
         run = self._run
-        sleep = run.policy.async_sleep or _clock.async_sleep
+        current = self._current
+        if current is not None and not current._exited:
+            _not_entered()
+        if run.done:
+            return None
         delay = run.delay
         if delay > 0:
             run.delay = 0.0
-            await sleep(delay)
+            await (run.policy.async_sleep or _clock.async_sleep)(delay)
         if run.breaker is not None:
             while (wait := run.admit()) is not None:
-                await sleep(wait)
+                await (run.policy.async_sleep or _clock.async_sleep)(wait)
         self._current = attempt = AttemptContext(run, run.attempt)
         return attempt
 
@@ -238,7 +233,7 @@ def drive(run: Run, fn: Callable[[AttemptContext], R], resolve: Resolve | None =
             if not attempt.__exit__(type(exc), exc, exc.__traceback__):
                 raise
         else:
-            attempt.__exit__(None, None, None)
+            attempt._ended(None)  # what __exit__ does on success, one frame less
             if run.done:
                 return result
     value = run.value
@@ -258,7 +253,7 @@ async def adrive(
             if not await attempt.__aexit__(type(exc), exc, exc.__traceback__):
                 raise
         else:
-            await attempt.__aexit__(None, None, None)
+            attempt._ended(None)  # what __aexit__ does on success, one frame less
             if run.done:
                 return result
     value = run.value

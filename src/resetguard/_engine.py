@@ -263,6 +263,13 @@ def _add_note(exc: BaseException, note: str) -> None:
         notes.append(note)
 
 
+def settle(breaker: BreakerLike, ticket: int, t0: float, error: BaseException | None) -> None:
+    """Hand a breaker ``ticket`` back: the attempt began at ``t0`` (the breaker's clock) and
+    ``error`` ended it (None: success). :meth:`Run.release`, and the decorator's inlined
+    first attempt, which builds no run unless that attempt fails."""
+    breaker._release(ticket, error, breaker._clock() - t0)
+
+
 class Run:
     """One logical call's retry state and decisions.
 
@@ -369,21 +376,27 @@ class Run:
         try:
             self.ticket = breaker._acquire()
         except Rejected as refusal:
-            wait = self._patient_wait(refusal)
-            if wait is not None:
-                return wait
-            if not self.history:
-                raise
-            _, last, failure, _, _ = self.history[-1]
-            self._give_up(last, failure, self._clock() - self.start, "breaker", record=False)
+            error = refusal  # answered outside the handler: a raised error keeps its context
         else:
             self.t0 = breaker._clock()
             return None
+        return self.refused(error)
+
+    def refused(self, refusal: Rejected) -> float:
+        """The breaker refused the next attempt: seconds to wait for its probe, or raise
+        (the refusal itself before any attempt, else the last attempt's own exception)."""
+        wait = self._patient_wait(refusal)
+        if wait is not None:
+            return wait
+        if not self.history:
+            raise refusal
+        _, last, failure, _, _ = self.history[-1]
+        self._give_up(last, failure, self._clock() - self.start, "breaker", record=False)
         raise last
 
     def _patient_wait(self, refusal: Rejected) -> float | None:
-        if not self.patience:
-            return None
+        if not self.patience or not _clock._switch.enabled:
+            return None  # with waits switched off (tests), nothing would pass the time
         wait = refusal.retry_after
         if wait is None:
             # no reopening time: isolated (wait forever) or a half-open probe under way
@@ -395,7 +408,7 @@ class Run:
         deadline = self.policy.deadline
         if elapsed + wait > self.patience or (deadline is not None and elapsed + wait > deadline):
             return None
-        return wait if _clock._switch.enabled else 0.0
+        return wait
 
     def release(self, error: BaseException | None) -> None:
         """After an attempt: hand the ticket back with whatever ended it (None: success).
@@ -405,7 +418,7 @@ class Run:
         """
         breaker = self.breaker
         if breaker is not None:
-            breaker._release(self.ticket, error, breaker._clock() - self.t0)
+            settle(breaker, self.ticket, self.t0, error)
 
     # ------------------------------------------------------------------ outcomes
 
