@@ -14,8 +14,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _clock
 from ._drivers import AttemptContext, Attempts, adrive, drive
-from ._engine import Run, settle
-from ._exceptions import Rejected
+from ._engine import Run, first_failed, first_ticket, settle
 from ._retry import Retry, merge
 
 __all__ = ["acall", "call", "retry", "retrying"]
@@ -60,30 +59,17 @@ def _wrap(p: Retry, fn: Callable[P, R]) -> Callable[P, R]:
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 start = clock()
-                if budget is not None:
-                    budget._deposit()
-                ticket, t0 = 0, 0.0
-                if breaker is not None:
-                    try:
-                        ticket = breaker._acquire()
-                    except Rejected as refusal:  # the engine: wait for the probe, or refuse
-                        run = Run(p, start)
-                        run.delay = run.refused(refusal)
-                        return await adrive(run, lambda _attempt: afn(*args, **kwargs))
-                    t0 = breaker._clock()
+                opened = first_ticket(p, start)
+                if isinstance(opened, Run):  # refused: the run waits for the probe, or raises
+                    return await adrive(opened, lambda _attempt: afn(*args, **kwargs))
                 try:
                     result = await afn(*args, **kwargs)
                 except BaseException as exc:
-                    if breaker is not None:
-                        settle(breaker, ticket, t0, exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                    run = Run(p, start)
-                    if run.failed(exc) is None:
+                    run = first_failed(p, start, opened, exc)
+                    if run is None:
                         raise
                     return await adrive(run, lambda _attempt: afn(*args, **kwargs))
-                if breaker is not None:
-                    settle(breaker, ticket, t0, None)
+                settle(breaker, *opened, None)
                 return result
 
             return async_wrapper  # type: ignore[return-value]
@@ -108,30 +94,17 @@ def _wrap(p: Retry, fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             start = clock()
-            if budget is not None:
-                budget._deposit()
-            ticket, t0 = 0, 0.0
-            if breaker is not None:
-                try:
-                    ticket = breaker._acquire()
-                except Rejected as refusal:
-                    run = Run(p, start)
-                    run.delay = run.refused(refusal)
-                    return drive(run, lambda _attempt: fn(*args, **kwargs))
-                t0 = breaker._clock()
+            opened = first_ticket(p, start)
+            if isinstance(opened, Run):  # refused: the run waits for the probe, or raises
+                return drive(opened, lambda _attempt: fn(*args, **kwargs))
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                if breaker is not None:
-                    settle(breaker, ticket, t0, exc)
-                if not isinstance(exc, Exception):
-                    raise  # cancellation or an interrupt: never retried
-                run = Run(p, start)
-                if run.failed(exc) is None:
+                run = first_failed(p, start, opened, exc)
+                if run is None:
                     raise
                 return drive(run, lambda _attempt: fn(*args, **kwargs))
-            if breaker is not None:
-                settle(breaker, ticket, t0, None)
+            settle(breaker, *opened, None)
             return result
 
         return wrapper

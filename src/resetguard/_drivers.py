@@ -149,20 +149,27 @@ class Attempts:
         self._run = run
         self._current: AttemptContext | None = None
 
+    def _pending(self) -> float | None:
+        """None when the call is over; else the wait the engine chose before the next one."""
+        current = self._current
+        if current is not None and not current._exited:
+            _not_entered()
+        run = self._run
+        if run.done:
+            return None
+        delay, run.delay = run.delay, 0.0
+        return delay
+
     def advance(self) -> AttemptContext | None:
         """The next attempt, after the engine's wait (None when the call is over).
 
         What ``for`` calls; :func:`drive` calls it directly (no ``StopIteration``).
         """
-        run = self._run
-        current = self._current
-        if current is not None and not current._exited:
-            _not_entered()
-        if run.done:
+        delay = self._pending()
+        if delay is None:
             return None
-        delay = run.delay
+        run = self._run
         if delay > 0:
-            run.delay = 0.0
             (run.policy.sleep or time.sleep)(delay)
         if run.breaker is not None:
             while (wait := run.admit()) is not None:
@@ -172,15 +179,11 @@ class Attempts:
 
     async def aadvance(self) -> AttemptContext | None:
         """The async twin of :meth:`advance`: waits in the running event loop."""
-        run = self._run
-        current = self._current
-        if current is not None and not current._exited:
-            _not_entered()
-        if run.done:
+        delay = self._pending()
+        if delay is None:
             return None
-        delay = run.delay
+        run = self._run
         if delay > 0:
-            run.delay = 0.0
             await (run.policy.async_sleep or _clock.async_sleep)(delay)
         if run.breaker is not None:
             while (wait := run.admit()) is not None:
@@ -219,6 +222,19 @@ def _not_entered() -> None:
     raise RuntimeError("each attempt of resetguard.retrying() must be used as `with attempt:`")
 
 
+def _succeeded(attempt: AttemptContext) -> bool:
+    """What ``__exit__`` does on success (one frame less); True when the call is over."""
+    attempt._ended(None)
+    return attempt._run.done
+
+
+def _settled(run: Run) -> Any:
+    """The loop ended without a result of its own: a resolve hook settled the call."""
+    value = run.value
+    assert value is not NO_VALUE
+    return value
+
+
 def drive(run: Run, fn: Callable[[AttemptContext], R], resolve: Resolve | None = None) -> R:
     """Run ``fn(attempt)`` until the engine says the call is over; return its result.
 
@@ -233,12 +249,9 @@ def drive(run: Run, fn: Callable[[AttemptContext], R], resolve: Resolve | None =
             if not attempt.__exit__(type(exc), exc, exc.__traceback__):
                 raise
         else:
-            attempt._ended(None)  # what __exit__ does on success, one frame less
-            if run.done:
+            if _succeeded(attempt):
                 return result
-    value = run.value
-    assert value is not NO_VALUE
-    return value  # type: ignore[no-any-return]
+    return _settled(run)  # type: ignore[no-any-return]
 
 
 async def adrive(
@@ -253,9 +266,6 @@ async def adrive(
             if not await attempt.__aexit__(type(exc), exc, exc.__traceback__):
                 raise
         else:
-            attempt._ended(None)  # what __aexit__ does on success, one frame less
-            if run.done:
+            if _succeeded(attempt):
                 return result
-    value = run.value
-    assert value is not NO_VALUE
-    return value  # type: ignore[no-any-return]
+    return _settled(run)  # type: ignore[no-any-return]

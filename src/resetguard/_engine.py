@@ -263,11 +263,44 @@ def _add_note(exc: BaseException, note: str) -> None:
         notes.append(note)
 
 
-def settle(breaker: BreakerLike, ticket: int, t0: float, error: BaseException | None) -> None:
+def settle(
+    breaker: BreakerLike | None, ticket: int, t0: float, error: BaseException | None
+) -> None:
     """Hand a breaker ``ticket`` back: the attempt began at ``t0`` (the breaker's clock) and
-    ``error`` ended it (None: success). :meth:`Run.release`, and the decorator's inlined
-    first attempt, which builds no run unless that attempt fails."""
-    breaker._release(ticket, error, breaker._clock() - t0)
+    ``error`` ended it (None: success). Used by :meth:`Run.release`, and by the decorator's
+    inlined first attempt, which builds no run unless that attempt fails."""
+    if breaker is not None:
+        breaker._release(ticket, error, breaker._clock() - t0)
+
+
+def first_ticket(policy: RetryPolicy, start: float) -> tuple[int, float] | Run:
+    """Before a call's inlined first attempt: the budget counts the call and the breaker
+    gives its ticket, as ``(ticket, t0)``. When the breaker refuses, the call's :class:`Run`
+    instead, already told to wait for the next probe (``delay``); or the refusal raises."""
+    budget, breaker = policy.budget, policy.breaker
+    if budget is not None:
+        budget._deposit()
+    if breaker is None:
+        return 0, 0.0
+    try:
+        return breaker._acquire(), breaker._clock()
+    except Rejected as refusal:
+        error = refusal
+    run = Run(policy, start)
+    run.delay = run.refused(error)
+    return run
+
+
+def first_failed(
+    policy: RetryPolicy, start: float, ticket: tuple[int, float], exc: BaseException
+) -> Run | None:
+    """The inlined first attempt raised ``exc``: the ticket goes back, and the call's run,
+    told of the failure, continues it; None when ``exc`` must propagate as it is."""
+    settle(policy.breaker, *ticket, exc)
+    if not isinstance(exc, Exception):
+        return None  # cancellation or an interrupt: never retried
+    run = Run(policy, start)
+    return run if run.failed(exc) is not None else None
 
 
 class Run:
@@ -416,9 +449,7 @@ class Run:
         Cancellation and interrupts included: a ticket never handed back keeps a half-open
         probe slot for good, and the breaker then refuses every later call.
         """
-        breaker = self.breaker
-        if breaker is not None:
-            settle(breaker, self.ticket, self.t0, error)
+        settle(self.breaker, self.ticket, self.t0, error)
 
     # ------------------------------------------------------------------ outcomes
 
