@@ -2,14 +2,16 @@
 
 :class:`Attempts` is the attempt loop, written once as an iterator with a sync side
 (``for``, sleeping with ``time.sleep``) and an async side (``async for``, sleeping in the
-running event loop, asyncio or trio). Each :class:`AttemptContext` it yields is entered
-with ``with`` (or ``async with``): entering takes the breaker's ticket, leaving hands the
-attempt's outcome to the engine's :class:`~resetguard._engine.Run`, which decides. These
-are the only sync/async twins of the retry core, a few lines each.
+running event loop, asyncio or trio). Before each attempt it sleeps the engine's delay and
+takes the breaker's ticket (waiting for a probe when the engine says so); each
+:class:`AttemptContext` it yields is used as ``with`` (or ``async with``), and leaving it
+hands the attempt's outcome to the engine's :class:`~resetguard._engine.Run`, which
+decides. These are the only sync/async twins of the retry core, a few lines each.
 
 :func:`drive` and :func:`adrive` run a function under that loop; ``retrying()``, the
 decorator, ``Retry.call``/``run``, the HTTP transports and the database helpers all go
-through them (the decorator inlines only its first, successful attempt).
+through them (the decorator inlines only its first attempt, and builds a run only when
+that attempt fails).
 """
 
 from __future__ import annotations
