@@ -19,11 +19,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from _timing import best_ns
 
 ROOT = Path(__file__).resolve().parent.parent
 RESET = ConnectionResetError(104, "Connection reset by peer")
@@ -73,16 +74,6 @@ def rows_for(mod: Any) -> dict[str, tuple[Callable[[], Any], bool]]:
         "engine @retry(breaker, budget) success": (engine(target), True),
         "budget.deposit()": (budget.deposit, False),
     }
-
-
-def best_ns(fn: Callable[[], Any], n: int, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / n)
-    return best * 1e9
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ import purgatory
 import pybreaker
 
 import resetguard
+from _timing import best_ns as time_sync
 
 logging.getLogger("purgatory").disabled = True
 
@@ -127,16 +128,6 @@ THREAD_SAFE = {
 }
 
 # --------------------------------------------------------------------------- timing
-
-
-def time_sync(fn: Callable[[], Any], n: int, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / n)
-    return best * 1e9
 
 
 def time_sync_pairs(fn: Callable[[], Any], n: int, repeats: int) -> float:

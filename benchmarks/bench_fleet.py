@@ -31,21 +31,12 @@ from typing import Any
 import redis
 
 import resetguard
+from _timing import best_ns
 from resetguard.fleet import RedisBackend
 
 
 def target() -> int:
     return 1
-
-
-def best_ns(fn: Callable[[], Any], n: int, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / n)
-    return best * 1e9
 
 
 def median_us(fn: Callable[[], Any], n: int) -> float:

@@ -26,20 +26,11 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from _timing import best_ns
 from resetguard._classify import Failure, Kind, Phase
 from resetguard._events import AttemptFailed, emit
 from resetguard._monitor import Monitor
 from resetguard.instrumentation.prometheus import register
-
-
-def best_ns(fn: Callable[[], object], n: int, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter_ns()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter_ns() - start) / n)
-    return best
 
 
 def abest_ns(fn: Callable[[], object], n: int, repeats: int) -> float:

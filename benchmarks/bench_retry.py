@@ -27,6 +27,7 @@ import stamina
 import tenacity
 
 import resetguard
+from _timing import best_ns as time_sync
 
 logging.getLogger("backoff").disabled = True
 logging.getLogger("stamina").disabled = True
@@ -85,16 +86,6 @@ def decorators(zero_wait: bool) -> dict[str, Callable[[Callable[..., Any]], Call
             reraise=True,
         ),
     }
-
-
-def time_sync(fn: Callable[[], Any], n: int, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / n)
-    return best * 1e9
 
 
 def time_async(fn: Callable[[], Awaitable[Any]], n: int, repeats: int) -> float:
