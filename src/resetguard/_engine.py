@@ -118,10 +118,6 @@ def outcome_unknown(exc: BaseException) -> bool:
     return False
 
 
-#: resetguard's own errors that are never retried (see ``Run.failed``).
-_FINAL = (Rejected, OutcomeUnknown)
-
-
 def _mark_unknown(exc: BaseException) -> None:
     try:  # noqa: SIM105 - a try costs nothing here
         setattr(exc, _OUTCOME_ATTR, True)
@@ -491,25 +487,13 @@ class Run:
                     elapsed=elapsed,
                 )
             )
-        if isinstance(exc, _FINAL) or (
-            getattr(exc, _OUTCOME_ATTR, False)
-            or (exc.__cause__ is not None and outcome_unknown(exc.__cause__))
-        ):
+        if isinstance(exc, Rejected) or outcome_unknown(exc):
             # resetguard's own refusals and unknown outcomes are final: retrying a
             # refusal defeats the breaker or budget, retrying an unknown outcome may
             # apply it twice.
             verdict = NOT_RETRYABLE
         elif judge is None:
-            if p.on is None and failure is not None and failure.kind in p.kinds:
-                # the common case, inlined (a connection fault): core_verdict's answer
-                if facts is not None and facts.passed:
-                    verdict = RETRY if p.idempotent is True else UNSAFE
-                elif p.idempotent is False and not failure.nothing_sent:
-                    verdict = UNSAFE
-                else:
-                    verdict = RETRY
-            else:
-                verdict = core_verdict(p, exc, failure, facts is not None and facts.passed)
+            verdict = core_verdict(p, exc, failure, facts is not None and facts.passed)
         else:
             verdict = judge.verdict(p, exc, failure, facts)
         if not verdict.retry:
