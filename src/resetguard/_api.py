@@ -15,14 +15,13 @@ from typing import Any, ParamSpec, TypeVar, overload
 from . import _clock
 from ._drivers import AttemptContext, Attempts, adrive, drive
 from ._engine import Run, first_failed, first_ticket, settle
-from ._retry import Retry, merge
+from ._retry import _DEFAULT, Retry, merge
 
 __all__ = ["acall", "call", "retry", "retrying"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_DEFAULT = Retry()
 
 
 def call(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:

@@ -9,7 +9,6 @@ import pytest
 
 import resetguard
 from resetguard import Backoff, Kind, Retry, RetryBudget
-from resetguard._engine import Run
 from resetguard.http import HTTPPolicy, outcome_unknown
 from resetguard.http._guards import OriginGuards
 from resetguard.http._idle import LEARN_AFTER, LEARN_FACTOR, MAX_ORIGINS, IdleLimits
@@ -101,7 +100,7 @@ class HttpRun:
         self.replayable = True
         self.markers: list[RetryableStatus] = []  # the statuses offered, in order
         headers = None if idempotent or method != "POST" else {}
-        self.run: Run = Exchange(
+        self.run: Exchange = Exchange(
             policy,
             method,
             url,
@@ -110,8 +109,8 @@ class HttpRun:
             replayable=lambda: self.replayable,
             limits=IdleLimits(policy.idle_timeout),
             guards=OriginGuards(policy),
-        ).run
-        assert self.run.judge.idempotent is idempotent
+        )  # the request's engine run
+        assert self.run.idempotent is idempotent
 
     def failed(self, exc: BaseException, progress: Progress, *, replayable: bool, buffered: bool):
         assert buffered

@@ -161,11 +161,6 @@ class Exchange(Run):
             patience=policy.patience,
         )
 
-    @property
-    def run(self) -> Exchange:
-        """The engine run of this request: the exchange itself."""
-        return self
-
     # ------------------------------------------------------------------ the attempt
 
     def begin(self, attempt: AttemptContext) -> tuple[Progress, Token[Progress | None]]:
