@@ -451,6 +451,14 @@ def _sqlalchemy(
     )
 
 
+#: PyMySQL's and aiomysql's connect timeout (the same keyword in both).
+_MYSQL_CONNECT_TIMEOUT = Setting(
+    name="connect_timeout",
+    value=_CONNECT_TIMEOUT,
+    reason="fail a dead host in 10 s instead of the OS's minutes of SYN retries",
+)
+
+
 def _pymysql(
     timeout: float | None, limit: float, lifetime: float, below: str, backend: str | None
 ) -> PoolSettings:
@@ -458,13 +466,7 @@ def _pymysql(
         driver="pymysql",
         server_idle_timeout=timeout,
         idle_limit=limit,
-        settings=(
-            Setting(
-                name="connect_timeout",
-                value=_CONNECT_TIMEOUT,
-                reason="fail a dead host in 10 s instead of the OS's minutes of SYN retries",
-            ),
-        ),
+        settings=(_MYSQL_CONNECT_TIMEOUT,),
         notes=(
             f"PyMySQL has no pool: discard a connection idle longer than {_num(limit)} s "
             f"({below}); PyMySQL turns SO_KEEPALIVE on itself.",
@@ -488,11 +490,7 @@ def _aiomysql(
                 value=limit,
                 reason=f"close connections unused longer than this on acquire, {below}",
             ),
-            Setting(
-                name="connect_timeout",
-                value=_CONNECT_TIMEOUT,
-                reason="fail a dead host in 10 s instead of the OS's minutes of SYN retries",
-            ),
+            _MYSQL_CONNECT_TIMEOUT,
         ),
         notes=("aiomysql turns SO_KEEPALIVE on itself.",),
         _imports=("import aiomysql",),
