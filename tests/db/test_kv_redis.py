@@ -204,7 +204,7 @@ def test_a_write_refused_at_connect_is_retried(admin: Any, key: str, mode: str) 
 
 
 def test_default_client_rides_out_a_restart(admin: Any, key: str) -> None:
-    # Refused for ~1 s (a restart): the default policy's 4 s of patience waits for the
+    # Refused for ~1 s (a restart): the default policy's 5 s of patience waits for the
     # server without spending attempts; the INCR runs once.
     with FaultProxy(f"{REDIS[0]}:{REDIS[1]}") as proxy:
         client = redis_client(f"redis://{proxy.host}:{proxy.port}/0")

@@ -73,7 +73,7 @@ _SENDING: ContextVar[AttemptContext | None] = ContextVar("resetguard_redis_sendi
 
 #: Each client's default: 3 attempts (DESIGN 3.3), and a 10 s deadline (Redis answers in
 #: well under a millisecond; a command still failing after 10 s is an outage, not a blip).
-#: 4 s of patience for a server that refuses connections rides out a restart of about 2 s
+#: 5 s of patience for a server that refuses connections rides out a restart of about 2 s
 #: without spending attempts, as resetguard.http does.
 DEFAULT_REDIS_POLICY = Retry(name="redis", attempts=3, deadline=10.0, patience=SERVER_PATIENCE)
 #: The client's breaker (one per client: one server) is resetguard's server breaker
