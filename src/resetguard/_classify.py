@@ -753,21 +753,34 @@ def classify(exc: BaseException) -> Failure | None:
                 found = classifier(node)
                 if found is not None:
                     return found
-    if type(exc) is RuntimeError and _is_uvloop_closed(exc):
+    cls = type(exc)
+    if cls is RuntimeError and _is_uvloop_closed(exc):
         return _UVLOOP_CLOSED
-    plain = _plain_key(exc)
-    if plain is not None:
-        cached = _PLAIN_CACHE.get(plain)
-        if cached is not None:
-            return cached
-    elif (
-        isinstance(exc, _STOP_TYPES)
-        and not isinstance(exc, OSError)
-        and type(exc).__module__ == "builtins"
-    ):
+    plain: tuple[type, int] | None = None
+    if isinstance(exc, OSError):
+        # A builtin OSError with an errno and nothing attached (no cause, context or
+        # attributes such as .orig) classifies the same every time: cached (only builtin
+        # classes are stored, so a hit needs no module check).
+        code = exc.errno
+        if (
+            type(code) is int
+            and exc.__cause__ is None
+            and exc.__context__ is None
+            and not exc.__dict__
+        ):
+            plain = (cls, code)
+            cached = _PLAIN_CACHE.get(plain)
+            if cached is not None:
+                return cached
+    elif isinstance(exc, _STOP_TYPES) and cls.__module__ == "builtins":
         return None
     failure = _classify_chain(exc)
-    if plain is not None and failure is not None and len(_PLAIN_CACHE) < 256:
+    if (
+        plain is not None
+        and failure is not None
+        and cls.__module__ == "builtins"
+        and len(_PLAIN_CACHE) < 256
+    ):
         _PLAIN_CACHE[plain] = failure
     return failure
 
@@ -794,20 +807,9 @@ def _is_uvloop_closed(exc: BaseException) -> bool:
     return text.startswith(_UVLOOP_PREFIX) and text.endswith(_UVLOOP_SUFFIX)
 
 
-# A builtin OSError with an errno and nothing attached classifies the same every time, and
-# Failure is immutable: reuse it (building a frozen dataclass is most of the cost here).
+# Failure is immutable: a plain OSError's is reused (building a frozen dataclass is most of
+# the cost of classifying it).
 _PLAIN_CACHE: dict[tuple[type, int], Failure] = {}
-
-
-def _plain_key(exc: BaseException) -> tuple[type, int] | None:
-    if not isinstance(exc, OSError) or type(exc).__module__ != "builtins":
-        return None
-    code = exc.errno
-    if type(code) is not int or exc.__cause__ is not None or exc.__context__ is not None:
-        return None
-    if exc.__dict__:  # someone attached attributes (.orig, .reason …): take the full path
-        return None
-    return (type(exc), code)
 
 
 def _classify_chain(exc: BaseException) -> Failure | None:

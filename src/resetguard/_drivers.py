@@ -27,6 +27,7 @@ from ._engine import NO_VALUE, Run
 __all__ = ["AttemptContext", "Attempts", "adrive", "drive"]
 
 R = TypeVar("R")
+_new = object.__new__
 Resolve = Callable[[BaseException], Any]
 
 
@@ -146,51 +147,27 @@ class Attempts:
 
     def __init__(self, run: Run, resolve: Resolve | None = None) -> None:
         if resolve is not None:
-            run.resolvable = True
-            run.resolve = resolve
+            _resolving(run, resolve)
         self._run = run
         self._current: AttemptContext | None = None
-
-    def _pending(self) -> float | None:
-        """None when the call is over; else the wait the engine chose before the next one."""
-        current = self._current
-        if current is not None and not current._exited:
-            _not_entered()
-        run = self._run
-        if run.done:
-            return None
-        delay, run.delay = run.delay, 0.0
-        return delay
 
     def advance(self) -> AttemptContext | None:
         """The next attempt, after the engine's wait (None when the call is over).
 
-        What ``for`` calls; :func:`drive` calls it directly (no ``StopIteration``).
+        What ``for`` calls.
         """
-        delay = self._pending()
-        if delay is None:
-            return None
-        run = self._run
-        if delay > 0:
-            (run.policy.sleep or time.sleep)(delay)
-        if run.breaker is not None:
-            while (wait := run.admit()) is not None:
-                (run.policy.sleep or time.sleep)(wait)
-        self._current = attempt = AttemptContext(run, run.attempt)
+        current = self._current
+        if current is not None and not current._exited:
+            _not_entered()
+        self._current = attempt = _begin(self._run)
         return attempt
 
     async def aadvance(self) -> AttemptContext | None:
         """The async twin of :meth:`advance`: waits in the running event loop."""
-        delay = self._pending()
-        if delay is None:
-            return None
-        run = self._run
-        if delay > 0:
-            await (run.policy.async_sleep or _clock.async_sleep)(delay)
-        if run.breaker is not None:
-            while (wait := run.admit()) is not None:
-                await (run.policy.async_sleep or _clock.async_sleep)(wait)
-        self._current = attempt = AttemptContext(run, run.attempt)
+        current = self._current
+        if current is not None and not current._exited:
+            _not_entered()
+        self._current = attempt = await _abegin(self._run)
         return attempt
 
     def __iter__(self) -> Attempts:
@@ -220,14 +197,44 @@ class Attempts:
             self._run.release(error)
 
 
+def _begin(run: Run) -> AttemptContext | None:
+    """The loop's step: sleep the engine's delay, take the breaker's ticket (waiting for it
+    when the engine says so), hand out the next attempt; None once the call is over."""
+    if run.done:
+        return None
+    delay, run.delay = run.delay, 0.0
+    if delay > 0:
+        (run.policy.sleep or time.sleep)(delay)
+    if run.breaker is not None:
+        while (wait := run.admit()) is not None:
+            (run.policy.sleep or time.sleep)(wait)
+    attempt = _new(AttemptContext)
+    attempt._run, attempt.number = run, run.attempt
+    return attempt
+
+
+async def _abegin(run: Run) -> AttemptContext | None:
+    """The async twin of :func:`_begin`: waits in the running event loop."""
+    if run.done:
+        return None
+    delay, run.delay = run.delay, 0.0
+    if delay > 0:
+        await (run.policy.async_sleep or _clock.async_sleep)(delay)
+    if run.breaker is not None:
+        while (wait := run.admit()) is not None:
+            await (run.policy.async_sleep or _clock.async_sleep)(wait)
+    attempt = _new(AttemptContext)
+    attempt._run, attempt.number = run, run.attempt
+    return attempt
+
+
+def _resolving(run: Run, resolve: Resolve) -> None:
+    run.resolvable = True
+    run.resolve = resolve
+
+
 def _not_entered() -> None:
     raise RuntimeError("each attempt of resetguard.retrying() must be used as `with attempt:`")
-
-
-def _succeeded(attempt: AttemptContext) -> bool:
-    """What ``__exit__`` does on success (one frame less); True when the call is over."""
-    attempt._ended(None)
-    return attempt._run.done
 
 
 def _settled(run: Run) -> Any:
@@ -243,15 +250,20 @@ def drive(run: Run, fn: Callable[[AttemptContext], R], resolve: Resolve | None =
     The ``with attempt:`` of a ``retrying()`` loop, spelled out (two frames less per
     attempt): the same :meth:`AttemptContext.__exit__` decides.
     """
-    attempts = Attempts(run, resolve)
-    while (attempt := attempts.advance()) is not None:
+    if resolve is not None:
+        _resolving(run, resolve)
+    while (attempt := _begin(run)) is not None:
         try:
             result = fn(attempt)
         except BaseException as exc:
             if not attempt.__exit__(type(exc), exc, exc.__traceback__):
                 raise
-        else:
-            if _succeeded(attempt):
+        else:  # what __exit__ does on success, spelled out (two frames less)
+            attempt._exited = True
+            if run.breaker is not None:
+                run.release(None)
+            if not attempt.retrying:  # else the result is retried: another attempt follows
+                run.succeeded()
                 return result
     return _settled(run)  # type: ignore[no-any-return]
 
@@ -260,14 +272,19 @@ async def adrive(
     run: Run, fn: Callable[[AttemptContext], Awaitable[R]], resolve: Resolve | None = None
 ) -> R:
     """The async twin of :func:`drive` (asyncio or trio; cancellation is never caught)."""
-    attempts = Attempts(run, resolve)
-    while (attempt := await attempts.aadvance()) is not None:
+    if resolve is not None:
+        _resolving(run, resolve)
+    while (attempt := await _abegin(run)) is not None:
         try:
             result = await fn(attempt)
         except BaseException as exc:
             if not await attempt.__aexit__(type(exc), exc, exc.__traceback__):
                 raise
-        else:
-            if _succeeded(attempt):
+        else:  # what __exit__ does on success, spelled out (two frames less)
+            attempt._exited = True
+            if run.breaker is not None:
+                run.release(None)
+            if not attempt.retrying:  # else the result is retried: another attempt follows
+                run.succeeded()
                 return result
     return _settled(run)  # type: ignore[no-any-return]

@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("resetguard.retry")
+_INFO, _WARNING = logging.INFO, logging.WARNING
 
 #: ``Run.value`` until a resolve hook settles the call with ``Resolution.done(value)``.
 NO_VALUE: Any = object()
@@ -56,6 +57,8 @@ _HISTORY_ATTR: Final = "__resetguard_history__"
 _OUTCOME_ATTR: Final = "__resetguard_outcome_unknown__"
 #: How far :func:`outcome_unknown` follows ``__cause__``: wrappers rarely nest deeper.
 _CAUSE_DEPTH = 8
+#: Failures that are final by their type: resetguard's refusals and unknown outcomes.
+_FINAL: Final = (Rejected, OutcomeUnknown)
 #: How often a patient call looks again while another call holds the half-open probe: a
 #: probe answers in a round trip or fails at once on a refused connection.
 _PROBE_POLL = 0.05
@@ -217,7 +220,10 @@ def core_verdict(
     policy: RetryPolicy, exc: BaseException, failure: Failure | None, passed: bool
 ) -> Verdict:
     """The core rule (DESIGN 3.2): retryable, and idempotent or proven safe to redo."""
-    if not policy._matches(exc, failure):
+    if policy.on is None:  # the default, spelled out: one call less on the failure path
+        if failure is None or failure.kind not in policy.kinds:
+            return NOT_RETRYABLE
+    elif not policy._matches(exc, failure):
         return NOT_RETRYABLE
     idempotent = policy.idempotent
     if passed:
@@ -304,29 +310,28 @@ class Run:
 
     Args:
         policy: the :class:`~resetguard.Retry` in force.
-        start: when the call began (the policy's clock); now when omitted.
-        label: names the call in notes, logs and events (default: ``policy.name``); a
-            callable is called on first use (the HTTP label is built from the URL only
-            when something is reported).
-        judge: safety rules other than the core's (the HTTP layer's).
-        resolvable: a resolve hook will be asked about unknown outcomes.
-        raise_unknown: surface an unknown outcome as :class:`~resetguard.OutcomeUnknown`
-            raised from the error, instead of the error itself marked unknown.
-        free_replays: immediate replays allowed on top of ``attempts`` (HTTP's stale race).
-        logger: where retries and give-ups are logged.
+        start: when the call began (the policy's clock); now when omitted, and then the
+            budget counts the call.
         breaker, budget: used when the policy names none (an HTTP client's per-origin
             breaker and its own budget); the policy's own win.
-        patience: replaces the policy's ``patience``.
+
+    What a driver or adapter changes is set on the run after it is built (class-level
+    defaults below): ``judge`` (safety rules other than the core's), ``label`` (names the
+    call in notes, logs and events; a callable is called on first use), ``raise_unknown``
+    (surface an unknown outcome as :class:`~resetguard.OutcomeUnknown` raised from the
+    error), ``free_replays`` (immediate replays on top of ``attempts``: HTTP's stale race),
+    ``patience`` and the logger.
     """
 
     # No __slots__: a run is built on the failure path, and class-level defaults let the
-    # constructor set only what differs (each attribute set costs ~15 ns).
+    # constructor set only what every run needs (each attribute set costs ~15 ns).
     judge: Judge | None = None
     resolvable = False
     raise_unknown = False
     free_replays = 0
     patience = 0.0
     _log = _log
+    _label: str | Callable[[], str] = ""
     attempt = 1
     stale = 0
     patient = 0
@@ -344,48 +349,37 @@ class Run:
         self,
         policy: RetryPolicy,
         start: float | None = None,
-        *,
-        label: str | Callable[[], str] = "",
-        judge: Judge | None = None,
-        resolvable: bool = False,
-        raise_unknown: bool = False,
-        free_replays: int = 0,
-        logger: logging.Logger | None = None,
         breaker: BreakerLike | None = None,
         budget: BudgetLike | None = None,
-        patience: float | None = None,
     ) -> None:
         self.policy = policy
-        self._clock: Callable[[], float] = policy.clock or _clock.monotonic
-        self.start = self._clock() if start is None else start
-        self._label = label or policy.name
+        self._clock = clock = policy.clock or _clock.monotonic
+        self.start = clock() if start is None else start
         self.breaker = policy.breaker or breaker
         self.budget = budget = policy.budget or budget
-        if patience is not None:
-            self.patience = patience
-        elif policy.patience:
+        if policy.patience:
             self.patience = policy.patience
         self.history: list[tuple[int, BaseException, Failure | None, float, float | None]] = []
-        if judge is not None:
-            self.judge = judge
-        if resolvable:
-            self.resolvable = True
-        if raise_unknown:
-            self.raise_unknown = True
-        if free_replays:
-            self.free_replays = free_replays
-        if logger is not None:
-            self._log = logger
         if start is None and budget is not None:
             budget._deposit()  # the budget counts each logical call once
 
     @property
     def label(self) -> str:
-        """The call's name in notes, logs and events."""
+        """The call's name in notes, logs and events (default: the policy's name)."""
         label = self._label
-        if not isinstance(label, str):
+        if not label:
+            self._label = label = self._default_label()
+        elif not isinstance(label, str):
             self._label = label = label()
         return label
+
+    @label.setter
+    def label(self, label: str | Callable[[], str]) -> None:
+        self._label = label
+
+    def _default_label(self) -> str:
+        """The label when none was set (worked out on first use)."""
+        return self.policy.name
 
     # ------------------------------------------------------------------ breaker
 
@@ -487,7 +481,9 @@ class Run:
                     elapsed=elapsed,
                 )
             )
-        if isinstance(exc, Rejected) or outcome_unknown(exc):
+        if isinstance(exc, _FINAL) or (
+            (exc.__cause__ is not None or _OUTCOME_ATTR in exc.__dict__) and outcome_unknown(exc)
+        ):
             # resetguard's own refusals and unknown outcomes are final: retrying a
             # refusal defeats the breaker or budget, retrying an unknown outcome may
             # apply it twice.
@@ -609,7 +605,7 @@ class Run:
         self.history.append((self.attempt, exc, failure, elapsed, delay))
         self.attempt += 1
         log = self._log
-        if log.isEnabledFor(logging.INFO):
+        if log.isEnabledFor(_INFO):
             log.info(
                 "%s, retrying in %s (attempt %d/%d)%s",
                 _what(exc, failure),
@@ -666,7 +662,7 @@ class Run:
                 _mark_unknown(exc)
             if noteworthy:
                 _add_note(exc, self._note(attempts, reason))
-        if noteworthy and self._log.isEnabledFor(logging.WARNING):
+        if noteworthy and self._log.isEnabledFor(_WARNING):
             self._log.warning(
                 "%s, giving up after %d attempt%s (%s)%s",
                 _what(exc, failure),

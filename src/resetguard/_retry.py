@@ -108,7 +108,9 @@ class Retry(RetryPolicy):
             >>> log
             [1]
         """
-        return drive(Run(self, raise_unknown=raise_unknown), fn, resolve)
+        run = Run(self)
+        run.raise_unknown = raise_unknown
+        return drive(run, fn, resolve)
 
     async def arun(
         self,
@@ -119,7 +121,9 @@ class Retry(RetryPolicy):
         raise_unknown: bool = False,
     ) -> R:
         """The async form of :meth:`run`: ``fn`` and ``resolve`` are coroutine functions."""
-        return await adrive(Run(self, raise_unknown=raise_unknown), fn, resolve)
+        run = Run(self)
+        run.raise_unknown = raise_unknown
+        return await adrive(run, fn, resolve)
 
 
 _DEFAULT = Retry()

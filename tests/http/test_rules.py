@@ -264,9 +264,9 @@ def test_idempotency():
 def test_status_rules():
     policy = HTTPPolicy()
     assert {429, 502, 503, 504} == DEFAULT_STATUS_CODES
-    assert retry_status(503, idempotent=True, policy=policy)
-    assert not retry_status(503, idempotent=False, policy=policy)
-    assert not retry_status(500, idempotent=True, policy=policy)
+    assert retry_status(503, idempotent=lambda: True, policy=policy)
+    assert not retry_status(503, idempotent=lambda: False, policy=policy)
+    assert not retry_status(500, idempotent=lambda: True, policy=policy)
 
 
 def test_retry_after_parsing():

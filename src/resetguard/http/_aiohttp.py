@@ -48,13 +48,13 @@ class _Connector(aiohttp.TCPConnector):
     async def _get(self, key: Any, *args: Any) -> Any:
         # Runs in the requesting task, so ``current`` is that request's attempt.
         self._rg_idle = None
+        origin = f"{key.host}:{key.port}"
         conns = self._conns.get(key)
         if conns:
-            self._rg_sweep(key, conns)
+            self._rg_sweep(key, conns, origin)
         connection = await super()._get(key, *args)
         progress = current.get()
         if progress is not None:
-            origin = f"{key.host}:{key.port}"
             progress.peer = origin
             progress.received = False
             progress.reused = connection is not None
@@ -64,11 +64,10 @@ class _Connector(aiohttp.TCPConnector):
             announce("aiohttp", action, origin, progress.idle_age)
         return connection
 
-    def _rg_sweep(self, key: Any, conns: Any) -> None:
+    def _rg_sweep(self, key: Any, conns: Any, origin: str) -> None:
         # aiohttp stores (protocol, released_at) with time.monotonic and reuses the oldest
         # first; nothing awaits between this sweep and aiohttp popping that entry, so the
         # idle age left in _rg_idle belongs to the connection _get returns.
-        origin = f"{key.host}:{key.port}"
         limit = self._rg_limits.limit(origin)
         now = time.monotonic()
         while conns:

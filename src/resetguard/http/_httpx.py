@@ -155,6 +155,8 @@ class _Stream(httpcore.NetworkStream):
         return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:  # h11 ends each message with empty writes: they send nothing
+            return self._inner.write(buffer, timeout)
         progress = current.get()
         if progress is not None and not progress.connected:
             self._conn.bind(progress)
@@ -197,6 +199,8 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
         return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:  # h11 ends each message with empty writes: they send nothing
+            return await self._inner.write(buffer, timeout)
         progress = current.get()
         if progress is not None and not progress.connected:
             self._conn.bind(progress)
@@ -567,10 +571,7 @@ class RetryTransport(_Base, httpx.BaseTransport):
             return
         limit = self.idle_limits.limit(origin)
         if limit is not None:
-            when = _monotonic() + limit + _REAP_SLACK
-            due = self._reap_due
-            if due is None or due > when:  # else already due earlier: no lock needed
-                _reaper.schedule(self, when)
+            _reaper.schedule(self, _monotonic() + limit + _REAP_SLACK)
 
     def _reap(self) -> float | None:
         """Close the idle connections past their limit; when to look again (None: never)."""

@@ -71,9 +71,24 @@ def origin_of(url: str) -> str:
         >>> origin_of("https://api.example/v1"), origin_of("http://[::1]:8080/")
         ('api.example:443', '::1:8080')
     """
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
-    return f"{parts.hostname}:{port}"
+    # The origin depends only on what precedes the path: cached by that head, so a client
+    # parses each origin once, not once per request (urlsplit is ~10 µs of Python).
+    end = url.find("/", url.find("//") + 2)
+    head = url if end < 0 else url[:end]
+    origin = _ORIGINS.get(head)
+    if origin is None:
+        parts = urlsplit(head)
+        port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
+        origin = f"{parts.hostname}:{port}"
+        if len(_ORIGINS) < _MAX_CACHED_ORIGINS:
+            _ORIGINS[head] = origin
+    return origin
+
+
+#: Origins parsed so far, by the URL's head (scheme and authority); bounded, and not
+#: evicted: a process that meets more heads than this parses the rest each time.
+_ORIGINS: dict[str, str] = {}
+_MAX_CACHED_ORIGINS = 1024
 
 
 def expires_at(

@@ -42,6 +42,12 @@ _pid = os.getpid()
 def schedule(owner: Reapable, when: float) -> None:
     """Call ``owner._reap()`` at ``when`` (``time.monotonic()``), unless already due earlier."""
     global _thread, _pid
+    due = owner._reap_due
+    if due is not None and due <= when:
+        # Read without the lock (the common case: every request returns a connection):
+        # even if the reaper is just taking that entry, its sweep runs after this and
+        # sees the connection the caller returned, and reschedules for it.
+        return
     with _lock:
         due = owner._reap_due
         if due is not None and due <= when:

@@ -11,6 +11,7 @@ response head arrived, so the retry decision is exact rather than a guess from t
 
 from __future__ import annotations
 
+import functools
 import time
 import weakref
 from collections.abc import Iterable, Iterator
@@ -124,12 +125,17 @@ class _ExpiringPool:
     _rg_limits: IdleLimits
     _rg_max_age: float | None
     _rg_owner: weakref.ref[RetryAdapter]
+    _rg_watched = False  # the owner's reaper knows this pool
     host: str
     port: int | None
 
+    @functools.cached_property
+    def _rg_origin(self) -> str:
+        return f"{self.host}:{self.port}"
+
     def _get_conn(self, timeout: float | None = None) -> Any:
         conn = super()._get_conn(timeout)  # type: ignore[misc]
-        origin = f"{self.host}:{self.port}"
+        origin = self._rg_origin
         conn._rg_origin = origin
         conn._rg_in_pool = False
         dropped = conn._rg_dropped
@@ -161,7 +167,7 @@ class _ExpiringPool:
         queue = getattr(self, "pool", None)
         if queue is None:
             return None  # the pool is closed
-        origin = f"{self.host}:{self.port}"
+        origin = self._rg_origin
         limit = self._rg_limits.limit(origin)
         max_age = self._rg_max_age
         again: float | None = None
@@ -303,8 +309,10 @@ class RetryAdapter(HTTPAdapter):
 
     def _reap_later(self, pool: _ExpiringPool) -> None:
         """``pool`` just got an idle connection back: close it once it expires."""
-        self._pools.add(pool)
-        limit = self.idle_limits.limit(f"{pool.host}:{pool.port}")
+        if not pool._rg_watched:  # each pool belongs to one adapter (its classes do)
+            pool._rg_watched = True
+            self._pools.add(pool)
+        limit = self.idle_limits.limit(pool._rg_origin)
         if limit is not None:
             _reaper.schedule(self, _monotonic() + limit + _REAP_SLACK)
 

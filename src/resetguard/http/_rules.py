@@ -12,7 +12,7 @@ from __future__ import annotations
 import email.utils
 import enum
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .._breaker import SERVER_BREAKER, SERVER_PATIENCE, BreakerPolicy
@@ -49,9 +49,9 @@ DEFAULT_IDLE_TIMEOUT = 4.0
 #: A ``Keep-Alive: timeout=N`` hint expires connections at N - 1 s: one second covers
 #: the request's flight time and the server's timer granularity (Node's agent uses 1 s too).
 KEEPALIVE_MARGIN = 1.0
-#: 4 s of patience for a dependency that takes no request (refused, connect timeout): a
+#: 5 s of patience for a dependency that takes no request (refused, connect timeout): a
 #: restart of about 2 s is ridden out (the old 3 quick attempts surfaced 1 % of requests as
-#: errors across 300 ms restarts); why 4 s with the per-origin breaker's open periods:
+#: errors across 300 ms restarts); why 5 s with the per-origin breaker's open periods:
 #: :data:`resetguard._breaker.SERVER_PATIENCE`. Past it the breaker's growing open period
 #: fails requests at once.
 DEFAULT_PATIENCE = SERVER_PATIENCE
@@ -278,9 +278,12 @@ def is_idempotent(method: str, headers: Mapping[str, str] | None, policy: HTTPPo
     return bool(headers.get("Idempotency-Key") or headers.get("idempotency-key"))
 
 
-def retry_status(status: int, *, idempotent: bool, policy: HTTPPolicy) -> bool:
-    """Retry this response's status? Only idempotent requests, only listed statuses."""
-    return idempotent and status in policy.status_codes
+def retry_status(status: int, *, idempotent: Callable[[], bool], policy: HTTPPolicy) -> bool:
+    """Retry this response's status? Only listed statuses, only idempotent requests.
+
+    ``idempotent`` is asked only for a listed status (working it out reads the headers).
+    """
+    return status in policy.status_codes and idempotent()
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

@@ -144,22 +144,37 @@ class Exchange(Run):
         #: ``host:port`` of the request's URL: the key of its breaker and of the limits it
         #: teaches when the attempt did not record the dialled peer
         self.origin = origin = origin or origin_of(str(url))
-        self.idempotent = is_idempotent(method, headers, policy)
+        # What only a failure or a retryable status needs (the label, whether the request
+        # is idempotent) is worked out from these when asked: most requests never ask.
+        self.method = method
+        self.url = url
+        self.headers = headers
         self.buffered = buffered
         self.replayable = replayable
         self.limits = limits
-        self.judge = self
-        retry = policy.retry
-        breaker = guards.breaker(origin)
         # the budget counts the request now, in Run.__init__
-        super().__init__(
-            retry,
-            None,
-            label=retry.name or (lambda: f"{method} {safe_url(str(url))}"),
-            breaker=breaker,
-            budget=guards.budget,
-            patience=policy.patience,
-        )
+        super().__init__(policy.retry, None, guards.breaker(origin), guards.budget)
+        self.patience = policy.patience
+
+    @property
+    def judge(self) -> Exchange:  # type: ignore[override]
+        """The exchange judges its own attempts (Go's rules, from each :class:`Progress`)."""
+        return self
+
+    def _default_label(self) -> str:
+        """``METHOD url`` (no credentials or query), unless the retry policy has a name."""
+        return self.policy.name or f"{self.method} {safe_url(str(self.url))}"
+
+    @property
+    def idempotent(self) -> bool:
+        """The method is idempotent, or the request carries an ``Idempotency-Key``."""
+        return self._idempotent()
+
+    def _idempotent(self) -> bool:
+        known: bool | None = self.__dict__.get("_known_idempotent")
+        if known is None:
+            self._known_idempotent = known = is_idempotent(self.method, self.headers, self.http)
+        return known
 
     # ------------------------------------------------------------------ the attempt
 
@@ -195,7 +210,7 @@ class Exchange(Run):
                 limits.hint(progress.peer or self.origin, seconds)
         if progress.reused and progress.idle_age is not None and progress.peer:
             limits.alive(progress.peer, progress.idle_age)
-        if not retry_status(status, idempotent=self.idempotent, policy=self.http):
+        if not retry_status(status, idempotent=self._idempotent, policy=self.http):
             return False
         if not self.replayable():
             return False
