@@ -168,15 +168,35 @@ _SYNC_OPS: dict[tuple[str, str], SyncOps] = {
 }
 
 
+# The ops found for each connection class, so a unit does not look them up by name again.
+_SYNC_BY_CLASS: dict[type, SyncOps] = {}
+
+
+def _unsupported(conn: object, is_async: bool) -> TypeError:
+    what, supported = (
+        (
+            "async connections",
+            "psycopg.AsyncConnection, asyncpg Connection, aiomysql"
+            " Connection, sqlalchemy AsyncConnection",
+        )
+        if is_async
+        else ("connections", "psycopg.Connection, pymysql.Connection, sqlalchemy Connection")
+    )
+    cls = type(conn)
+    return TypeError(
+        f"resetguard.db does not know {what} of type {cls.__module__}.{cls.__qualname__};"
+        f" supported: {supported}"
+    )
+
+
 def sync_ops(conn: object) -> SyncOps:
     """The ops for ``conn``'s class (raises TypeError naming an unsupported class)."""
-    ops = _SYNC_OPS.get(_kind(conn))
+    ops = _SYNC_BY_CLASS.get(type(conn))
     if ops is None:
-        raise TypeError(
-            f"resetguard.db does not know connections of type {type(conn).__module__}."
-            f"{type(conn).__qualname__}; supported: psycopg.Connection, pymysql.Connection,"
-            " sqlalchemy Connection"
-        )
+        ops = _SYNC_OPS.get(_kind(conn))
+        if ops is None:
+            raise _unsupported(conn, False)
+        _SYNC_BY_CLASS[type(conn)] = ops
     return ops
 
 
@@ -447,15 +467,17 @@ _ASYNC_OPS: dict[tuple[str, str], AsyncOps] = {
 }
 
 
+_ASYNC_BY_CLASS: dict[type, AsyncOps] = {}
+
+
 def async_ops(conn: object) -> AsyncOps:
     """The async ops for ``conn``'s class (raises TypeError naming an unsupported class)."""
-    ops = _ASYNC_OPS.get(_kind(conn))
+    ops = _ASYNC_BY_CLASS.get(type(conn))
     if ops is None:
-        raise TypeError(
-            f"resetguard.db does not know async connections of type {type(conn).__module__}."
-            f"{type(conn).__qualname__}; supported: psycopg.AsyncConnection, asyncpg"
-            " Connection, aiomysql Connection, sqlalchemy AsyncConnection"
-        )
+        ops = _ASYNC_OPS.get(_kind(conn))
+        if ops is None:
+            raise _unsupported(conn, True)
+        _ASYNC_BY_CLASS[type(conn)] = ops
     return ops
 
 

@@ -254,8 +254,6 @@ def transaction(
 def _sync_resolver(
     source: SyncSource, table: str, key: str, policy: Retry
 ) -> Callable[[BaseException], Any]:
-    checks = _key_check_policy(policy)
-
     def check(a: Any) -> Any:
         conn = source.acquire()
         ops = _pools.sync_ops(conn)
@@ -269,7 +267,7 @@ def _sync_resolver(
         return Resolution.done(decode_result(rows[0][0])) if rows else Resolution.RERUN
 
     def resolve(exc: BaseException) -> Any:
-        return checks.run(check)
+        return _key_check_policy(policy).run(check)  # built only when a check is needed
 
     return resolve
 
@@ -474,8 +472,6 @@ async def atransaction(
 def _async_resolver(
     source: AsyncSource, table: str, key: str, policy: Retry
 ) -> Callable[[BaseException], Awaitable[Any]]:
-    checks = _key_check_policy(policy)
-
     async def check(a: Any) -> Any:
         conn = await source.acquire()
         ops = _pools.async_ops(conn)
@@ -489,7 +485,7 @@ def _async_resolver(
         return Resolution.done(decode_result(rows[0][0])) if rows else Resolution.RERUN
 
     async def resolve(exc: BaseException) -> Any:
-        return await checks.arun(check)
+        return await _key_check_policy(policy).arun(check)  # built only when needed
 
     return resolve
 
