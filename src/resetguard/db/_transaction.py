@@ -172,7 +172,7 @@ def _sync_ensure(ops: SyncOps, conn: Any, table: str, pool: object) -> None:
 
 
 def _sync_claim_and_commit(
-    ops: SyncOps, conn: Any, table: str, key: str, payload: str, a: Any
+    ops: SyncOps, conn: Any, table: str, key: str, payload: str | None, a: Any
 ) -> Any:
     """INSERT the key and COMMIT; the value the call returns."""
     try:
@@ -403,7 +403,7 @@ async def _async_ensure(ops: AsyncOps, conn: Any, table: str, pool: object) -> N
 
 
 async def _async_claim_and_commit(
-    ops: AsyncOps, conn: Any, table: str, key: str, payload: str, a: Any
+    ops: AsyncOps, conn: Any, table: str, key: str, payload: str | None, a: Any
 ) -> Any:
     try:
         await ops.claim_and_commit(conn, table, key, payload, a)
