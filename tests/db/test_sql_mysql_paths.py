@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import resetguard.db as db
-from resetguard.db._keys import mariadb_claim_and_commit, mysql_claim_and_commit
+from resetguard.db._keys import decode_result, mariadb_claim_and_commit, mysql_claim_and_commit
 from resetguard.db._pools import mysql_claim
 
 from .conftest import Admin
@@ -196,7 +196,7 @@ def test_key_path_quoting_under_sql_mode(
     assert admin.sql("my", f"SELECT tag, n FROM {table} ORDER BY tag") == [("a", 1), ("b", 1)]
     stored = dict(_stored(admin, keys))
     assert set(stored) == {KEY, "k2"}
-    assert db._keys.decode_result(stored[KEY]) == VALUE
+    assert decode_result(stored[KEY]) == VALUE
     assert stored["k2"] is None  # None is stored as SQL NULL
 
 
@@ -240,7 +240,7 @@ def test_aiomysql_key_path_under_oracle_and_no_backslash_escapes(
     assert admin.sql("my", f"SELECT tag, n FROM {table}") == [("a", 1)]
     [(key, result)] = _stored(admin, keys)
     assert key == KEY
-    assert db._keys.decode_result(result) == VALUE
+    assert decode_result(result) == VALUE
 
 
 @pytest.mark.parametrize("connect", ["pg", "my"])
