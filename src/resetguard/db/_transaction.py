@@ -1,8 +1,10 @@
 """Units of work and single statements on the retry engine.
 
-Each attempt takes a connection from the pool, runs BEGIN and the unit, declares its point
-of no return (``a.sent()``) and sends COMMIT (with a key: the key's INSERT first, or on
-PostgreSQL in the same message as COMMIT). On a failure it discards
+Each attempt takes a connection from the pool, opens a transaction (BEGIN, or the unit's
+first statement where the driver starts one implicitly) and runs the unit, declares its
+point of no return (``a.sent()``) and sends COMMIT. With a key, the key's INSERT travels
+with COMMIT past that point (one message on PostgreSQL and on MySQL with multi-statements,
+one compound statement on MariaDB), else it is sent just before it. On a failure it discards
 the connection when the failure is a connection fault (never back to the pool), rolls back
 otherwise, and re-raises: the engine decides to rerun, resolve (the key check below) or
 surface the unknown outcome. There is no loop, sleep or give-up here.
