@@ -19,7 +19,7 @@ import functools
 import inspect
 import re
 import weakref
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from .._classify import Kind, classify
@@ -123,7 +123,7 @@ def _has_compound_statements(server_version: str) -> bool:
     return found is not None and (int(found[1]), int(found[2])) >= (10, 1)
 
 
-def mysql_claim(conn: Any) -> Any:
+def mysql_claim(conn: Any) -> Callable[[str, str, str], str] | None:
     """How a PyMySQL / aiomysql connection sends the key INSERT with COMMIT: the function
     building that one statement, or None for two round trips (the INSERT, then COMMIT).
 
