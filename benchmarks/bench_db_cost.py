@@ -4,7 +4,9 @@
 Run: python benchmarks/bench_db_cost.py [--units N] [--rounds R]
 
 Each unit is ``INSERT`` + ``UPDATE`` on a local table (no proxy), on one pooled
-connection (psycopg_pool, asyncpg, a PyMySQL connection, aiomysql). The three variants
+connection (psycopg_pool, asyncpg, a PyMySQL connection, aiomysql). By hand as its driver's
+users write it: psycopg and the MySQL drivers with autocommit off, so the first statement
+opens the transaction (no BEGIN of its own), asyncpg with ``conn.transaction()``. The three variants
 take turns unit by unit (so load spikes on the shared machine hit all three alike), ``N``
 units each per round, ``R`` rounds; the table shows the median of all per-unit times and
 the overhead over the hand-written transaction.
@@ -56,11 +58,10 @@ def _sync_variants(d: Any, pool: Any, table: str, keys: str) -> dict[str, Callab
                 conn.execute(insert)
                 conn.execute(update)
 
-    else:  # a PyMySQL connection
+    else:  # a PyMySQL connection (autocommit off: the INSERT opens the transaction)
 
         def by_hand(i: int) -> None:
             insert, update = stmts(i)
-            pool.begin()
             with pool.cursor() as cur:
                 cur.execute(insert)
                 cur.execute(update)
@@ -99,12 +100,11 @@ def _async_variants(d: Any, pool: Any, table: str, keys: str) -> dict[str, Calla
                 await conn.execute(insert)
                 await conn.execute(update)
 
-    else:  # aiomysql
+    else:  # aiomysql (autocommit off: the INSERT opens the transaction)
 
         async def by_hand(i: int) -> None:
             insert, update = stmts(i)
             async with pool.acquire() as conn:
-                await conn.begin()
                 async with conn.cursor() as cur:
                     await cur.execute(insert)
                     await cur.execute(update)

@@ -3,7 +3,8 @@ that kills sessions by id, a resetguard proxy in front of each server, a unique 
 test (dropped afterwards).
 
 A unit in these tests is a list of SQL statements plus a ``hook(run, step, session_id)``
-called before each statement, where a test kills the session or arms a proxy toxic.
+called before each statement, where a test kills the session or arms a proxy toxic, and
+once more after the last one (``step == len(statements)``: COMMIT comes next).
 The unit returns its run number, so a test sees which run committed.
 """
 
@@ -436,6 +437,8 @@ class Scenario:
                     if hook is not None:
                         hook(len(runs), step, session)
                     d.exec(conn, sql)
+                if hook is not None:
+                    hook(len(runs), len(stmts), session)
                 return len(runs)
 
             with d.opener(port, idle) as pool:
@@ -456,6 +459,8 @@ class Scenario:
                 if hook is not None:
                     hook(len(runs), step, session)
                 await d.exec(conn, sql)
+            if hook is not None:
+                hook(len(runs), len(stmts), session)
             return len(runs)
 
         async def main() -> tuple[Any, list[int]]:

@@ -24,6 +24,7 @@ __all__ = [
     "decode_result",
     "encode_result",
     "is_duplicate_key",
+    "mariadb_claim_and_commit",
     "mysql_claim_and_commit",
     "pg_claim_and_commit",
     "pg_literal",
@@ -67,12 +68,14 @@ def check_older_than(older_than: object) -> float:
     return float(older_than)
 
 
-def encode_result(result: object) -> str:
-    """The unit's result as stored with its key (JSON).
+def encode_result(result: object) -> str | None:
+    """The unit's result as stored with its key: JSON text, or None (SQL NULL) for None.
 
     A keyed unit must return JSON data (None, numbers, strings, lists, dicts): the same value
     has to come back whether this run returned it or a later check found it in the table.
     """
+    if result is None:
+        return None
     try:
         return json.dumps(result, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
@@ -96,12 +99,10 @@ def pg_literal(text: str) -> str:
     return f"{tag}{text}{tag}"
 
 
-def pg_claim_and_commit(table: str, key: str, payload: str) -> str:
+def pg_claim_and_commit(table: str, key: str, payload: str | None) -> str:
     """One simple-protocol message: the key INSERT and COMMIT (no extra round trip)."""
-    return (
-        f"INSERT INTO {table} (idem_key, result) VALUES ({pg_literal(key)},"
-        f" {pg_literal(payload)}); COMMIT"
-    )
+    result = "NULL" if payload is None else pg_literal(payload)
+    return f"INSERT INTO {table} (idem_key, result) VALUES ({pg_literal(key)}, {result}); COMMIT"
 
 
 def mysql_claim_and_commit(table: str, key_literal: str, payload_literal: str) -> str:
@@ -109,6 +110,17 @@ def mysql_claim_and_commit(table: str, key_literal: str, payload_literal: str) -
     driver's own ``escape()``, which honours the server's NO_BACKSLASH_ESCAPES)."""
     return (
         f"INSERT INTO {table} (idem_key, result) VALUES ({key_literal}, {payload_literal}); COMMIT"
+    )
+
+
+def mariadb_claim_and_commit(table: str, key_literal: str, payload_literal: str) -> str:
+    """The key INSERT and COMMIT as one MariaDB compound statement (10.1 and later): one
+    statement and one round trip without multi-statements, in any ``sql_mode`` (ORACLE
+    too). Its COMMIT runs only when the INSERT succeeded: a duplicate key fails the whole
+    statement with error 1062 and leaves the transaction open, as a lone INSERT would."""
+    return (
+        f"BEGIN NOT ATOMIC INSERT INTO {table} (idem_key, result)"
+        f" VALUES ({key_literal}, {payload_literal}); COMMIT; END"
     )
 
 

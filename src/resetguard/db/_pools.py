@@ -15,9 +15,11 @@ Nothing here decides about retrying: the engine does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
+import re
 import weakref
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from .._classify import Kind, classify
@@ -29,11 +31,14 @@ from ._keys import (
     PG_NAMED,
     PG_NUMERIC,
     Dialect,
+    mariadb_claim_and_commit,
     mysql_claim_and_commit,
     pg_claim_and_commit,
 )
 
 _MULTI_STATEMENTS = 1 << 16  # MySQL's CLIENT_MULTI_STATEMENTS capability flag
+# MySQL's SERVER_STATUS_IN_TRANS | SERVER_STATUS_AUTOCOMMIT, as the last reply reported them
+_IN_TRANS_OR_AUTOCOMMIT = 0x1 | 0x2
 
 __all__ = [
     "AsyncOps",
@@ -87,7 +92,9 @@ class SyncOps:
         """End the transaction a lone read opened (the drivers here start one implicitly)."""
         self.rollback(conn)
 
-    def claim_and_commit(self, conn: Any, table: str, key: str, payload: str, a: Any) -> None:
+    def claim_and_commit(
+        self, conn: Any, table: str, key: str, payload: str | None, a: Any
+    ) -> None:
         """INSERT the key and COMMIT, calling ``a.sent()`` before COMMIT can leave.
 
         psycopg sends both in one simple-protocol message (no parameters): the key costs
@@ -95,32 +102,83 @@ class SyncOps:
         a.sent()
         conn.execute(pg_claim_and_commit(table, key, payload))
 
-    def _claim_then_commit(self, conn: Any, table: str, key: str, payload: str, a: Any) -> None:
+    def _claim_then_commit(
+        self, conn: Any, table: str, key: str, payload: str | None, a: Any
+    ) -> None:
         self.run(conn, self.dialect(conn).on(table).insert, (key, payload))
         a.sent()
         self.commit(conn)
 
 
+# --------------------------------------------------------------------------- MySQL / MariaDB
+
+_MARIADB_VERSION = re.compile(r"(\d+)\.(\d+)\.\d+-MariaDB")
+
+
+@functools.lru_cache(maxsize=32)
+def _has_compound_statements(server_version: str) -> bool:
+    """Whether the server runs ``BEGIN NOT ATOMIC ... END`` outside stored programs:
+    MariaDB 10.1 and later (MySQL does not)."""
+    found = _MARIADB_VERSION.search(server_version)
+    return found is not None and (int(found[1]), int(found[2])) >= (10, 1)
+
+
+def mysql_claim(conn: Any) -> Callable[[str, str, str], str] | None:
+    """How a PyMySQL / aiomysql connection sends the key INSERT with COMMIT: the function
+    building that one statement, or None for two round trips (the INSERT, then COMMIT).
+
+    * MariaDB 10.1 and later (told by the version the server reported at connect): one
+      compound statement, ``BEGIN NOT ATOMIC INSERT ...; COMMIT; END``;
+    * MySQL, when the connection allows multi-statements: ``INSERT ...; COMMIT``;
+    * MySQL otherwise: two round trips.
+    """
+    version = conn.server_version
+    if isinstance(version, str) and _has_compound_statements(version):
+        return mariadb_claim_and_commit
+    return mysql_claim_and_commit if conn.client_flag & _MULTI_STATEMENTS else None
+
+
+def mysql_needs_begin(conn: Any) -> bool:
+    """Whether a unit must open its transaction with a statement: only in autocommit mode,
+    or to end a transaction left open (the implicit commit BEGIN always did). With
+    autocommit off (the drivers' default) the unit's first statement opens it, and a BEGIN
+    would cost one more round trip."""
+    return bool(conn.server_status & _IN_TRANS_OR_AUTOCOMMIT)
+
+
+# START TRANSACTION, not BEGIN: under sql_mode=ORACLE MariaDB reads BEGIN as a block
+_START = "START TRANSACTION"
+
+
 class _PyMySQLOps(SyncOps):
     name = "pymysql"
 
-    def claim_and_commit(self, conn: Any, table: str, key: str, payload: str, a: Any) -> None:
-        """One message when the connection allows multi-statements (PyMySQL's
-        ``client_flag=CLIENT.MULTI_STATEMENTS``); otherwise the INSERT, then COMMIT."""
-        if not conn.client_flag & _MULTI_STATEMENTS:
+    def claim_and_commit(
+        self, conn: Any, table: str, key: str, payload: str | None, a: Any
+    ) -> None:
+        """One statement on MariaDB, one message on MySQL with multi-statements (PyMySQL's
+        ``client_flag=CLIENT.MULTI_STATEMENTS``), else the INSERT, then COMMIT
+        (:func:`mysql_claim`). The one statement counts as COMMIT in flight from the moment
+        it is sent."""
+        build = mysql_claim(conn)
+        if build is None:
             self._claim_then_commit(conn, table, key, payload, a)
             return
+        sql = build(table, conn.escape(key), conn.escape(payload))
         a.sent()
         with conn.cursor() as cur:
-            cur.execute(mysql_claim_and_commit(table, conn.escape(key), conn.escape(payload)))
-            while cur.nextset():  # read COMMIT's answer too: that is the commit confirmed
-                pass
+            cur.execute(sql)
+            # MySQL's two statements: read COMMIT's answer too, that is the commit confirmed
+            for _ in range(2):
+                if not cur.nextset():
+                    break
 
     def dialect(self, conn: Any) -> Dialect:
         return MYSQL_FORMAT
 
     def begin(self, conn: Any) -> None:
-        conn.begin()
+        if mysql_needs_begin(conn):
+            conn.query(_START)
 
     def run(self, conn: Any, sql: str, params: Params) -> Any:
         with conn.cursor() as cur:
@@ -168,15 +226,35 @@ _SYNC_OPS: dict[tuple[str, str], SyncOps] = {
 }
 
 
+# The ops found for each connection class, so a unit does not look them up by name again.
+_SYNC_BY_CLASS: dict[type, SyncOps] = {}
+
+
+def _unsupported(conn: object, is_async: bool) -> TypeError:
+    what, supported = (
+        (
+            "async connections",
+            "psycopg.AsyncConnection, asyncpg Connection, aiomysql"
+            " Connection, sqlalchemy AsyncConnection",
+        )
+        if is_async
+        else ("connections", "psycopg.Connection, pymysql.Connection, sqlalchemy Connection")
+    )
+    cls = type(conn)
+    return TypeError(
+        f"resetguard.db does not know {what} of type {cls.__module__}.{cls.__qualname__};"
+        f" supported: {supported}"
+    )
+
+
 def sync_ops(conn: object) -> SyncOps:
     """The ops for ``conn``'s class (raises TypeError naming an unsupported class)."""
-    ops = _SYNC_OPS.get(_kind(conn))
+    ops = _SYNC_BY_CLASS.get(type(conn))
     if ops is None:
-        raise TypeError(
-            f"resetguard.db does not know connections of type {type(conn).__module__}."
-            f"{type(conn).__qualname__}; supported: psycopg.Connection, pymysql.Connection,"
-            " sqlalchemy Connection"
-        )
+        ops = _SYNC_OPS.get(_kind(conn))
+        if ops is None:
+            raise _unsupported(conn, False)
+        _SYNC_BY_CLASS[type(conn)] = ops
     return ops
 
 
@@ -336,13 +414,15 @@ class AsyncOps:
         """Commit a lone statement."""
         await self.commit(conn)
 
-    async def claim_and_commit(self, conn: Any, table: str, key: str, payload: str, a: Any) -> None:
+    async def claim_and_commit(
+        self, conn: Any, table: str, key: str, payload: str | None, a: Any
+    ) -> None:
         """INSERT the key and COMMIT in one message (see :meth:`SyncOps.claim_and_commit`)."""
         a.sent()
         await conn.execute(pg_claim_and_commit(table, key, payload))
 
     async def _claim_then_commit(
-        self, conn: Any, table: str, key: str, payload: str, a: Any
+        self, conn: Any, table: str, key: str, payload: str | None, a: Any
     ) -> None:
         await self.run(conn, self.dialect(conn).on(table).insert, (key, payload))
         a.sent()
@@ -387,22 +467,28 @@ class _AsyncpgOps(AsyncOps):
 class _AiomysqlOps(AsyncOps):
     name = "aiomysql"
 
-    async def claim_and_commit(self, conn: Any, table: str, key: str, payload: str, a: Any) -> None:
-        """One message when multi-statements are on (aiomysql turns them on always)."""
-        if not conn.client_flag & _MULTI_STATEMENTS:
+    async def claim_and_commit(
+        self, conn: Any, table: str, key: str, payload: str | None, a: Any
+    ) -> None:
+        """As PyMySQL's (:func:`mysql_claim`); aiomysql turns multi-statements on always."""
+        build = mysql_claim(conn)
+        if build is None:
             await self._claim_then_commit(conn, table, key, payload, a)
             return
+        sql = build(table, conn.escape(key), conn.escape(payload))
         a.sent()
         async with conn.cursor() as cur:
-            await cur.execute(mysql_claim_and_commit(table, conn.escape(key), conn.escape(payload)))
-            while await cur.nextset():
-                pass
+            await cur.execute(sql)
+            for _ in range(2):
+                if not await cur.nextset():
+                    break
 
     def dialect(self, conn: Any) -> Dialect:
         return MYSQL_FORMAT
 
     async def begin(self, conn: Any) -> None:
-        await conn.begin()
+        if mysql_needs_begin(conn):
+            await conn.query(_START)
 
     async def run(self, conn: Any, sql: str, params: Params) -> Any:
         async with conn.cursor() as cur:
@@ -447,15 +533,17 @@ _ASYNC_OPS: dict[tuple[str, str], AsyncOps] = {
 }
 
 
+_ASYNC_BY_CLASS: dict[type, AsyncOps] = {}
+
+
 def async_ops(conn: object) -> AsyncOps:
     """The async ops for ``conn``'s class (raises TypeError naming an unsupported class)."""
-    ops = _ASYNC_OPS.get(_kind(conn))
+    ops = _ASYNC_BY_CLASS.get(type(conn))
     if ops is None:
-        raise TypeError(
-            f"resetguard.db does not know async connections of type {type(conn).__module__}."
-            f"{type(conn).__qualname__}; supported: psycopg.AsyncConnection, asyncpg"
-            " Connection, aiomysql Connection, sqlalchemy AsyncConnection"
-        )
+        ops = _ASYNC_OPS.get(_kind(conn))
+        if ops is None:
+            raise _unsupported(conn, True)
+        _ASYNC_BY_CLASS[type(conn)] = ops
     return ops
 
 

@@ -1,8 +1,10 @@
 """Units of work and single statements on the retry engine.
 
-Each attempt takes a connection from the pool, runs BEGIN and the unit, declares its point
-of no return (``a.sent()``) and sends COMMIT (with a key: the key's INSERT first, or on
-PostgreSQL in the same message as COMMIT). On a failure it discards
+Each attempt takes a connection from the pool, opens a transaction (BEGIN, or the unit's
+first statement where the driver starts one implicitly) and runs the unit, declares its
+point of no return (``a.sent()``) and sends COMMIT. With a key, the key's INSERT travels
+with COMMIT past that point (one message on PostgreSQL and on MySQL with multi-statements,
+one compound statement on MariaDB), else it is sent just before it. On a failure it discards
 the connection when the failure is a connection fault (never back to the pool), rolls back
 otherwise, and re-raises: the engine decides to rerun, resolve (the key check below) or
 surface the unknown outcome. There is no loop, sleep or give-up here.
@@ -172,7 +174,7 @@ def _sync_ensure(ops: SyncOps, conn: Any, table: str, pool: object) -> None:
 
 
 def _sync_claim_and_commit(
-    ops: SyncOps, conn: Any, table: str, key: str, payload: str, a: Any
+    ops: SyncOps, conn: Any, table: str, key: str, payload: str | None, a: Any
 ) -> Any:
     """INSERT the key and COMMIT; the value the call returns."""
     try:
@@ -254,8 +256,6 @@ def transaction(
 def _sync_resolver(
     source: SyncSource, table: str, key: str, policy: Retry
 ) -> Callable[[BaseException], Any]:
-    checks = _key_check_policy(policy)
-
     def check(a: Any) -> Any:
         conn = source.acquire()
         ops = _pools.sync_ops(conn)
@@ -269,7 +269,7 @@ def _sync_resolver(
         return Resolution.done(decode_result(rows[0][0])) if rows else Resolution.RERUN
 
     def resolve(exc: BaseException) -> Any:
-        return checks.run(check)
+        return _key_check_policy(policy).run(check)  # built only when a check is needed
 
     return resolve
 
@@ -405,7 +405,7 @@ async def _async_ensure(ops: AsyncOps, conn: Any, table: str, pool: object) -> N
 
 
 async def _async_claim_and_commit(
-    ops: AsyncOps, conn: Any, table: str, key: str, payload: str, a: Any
+    ops: AsyncOps, conn: Any, table: str, key: str, payload: str | None, a: Any
 ) -> Any:
     try:
         await ops.claim_and_commit(conn, table, key, payload, a)
@@ -474,8 +474,6 @@ async def atransaction(
 def _async_resolver(
     source: AsyncSource, table: str, key: str, policy: Retry
 ) -> Callable[[BaseException], Awaitable[Any]]:
-    checks = _key_check_policy(policy)
-
     async def check(a: Any) -> Any:
         conn = await source.acquire()
         ops = _pools.async_ops(conn)
@@ -489,7 +487,7 @@ def _async_resolver(
         return Resolution.done(decode_result(rows[0][0])) if rows else Resolution.RERUN
 
     async def resolve(exc: BaseException) -> Any:
-        return await checks.arun(check)
+        return await _key_check_policy(policy).arun(check)  # built only when needed
 
     return resolve
 
