@@ -60,14 +60,14 @@ def _wrap(p: Retry, fn: Callable[P, R]) -> Callable[P, R]:
                 start = clock()
                 opened = first_ticket(p, start)
                 if isinstance(opened, Run):  # refused: the run waits for the probe, or raises
-                    return await adrive(opened, lambda _attempt: afn(*args, **kwargs))
+                    return await adrive(opened, afn, None, args, kwargs)
                 try:
                     result = await afn(*args, **kwargs)
                 except BaseException as exc:
                     run = first_failed(p, start, opened, exc)
                     if run is None:
                         raise
-                    return await adrive(run, lambda _attempt: afn(*args, **kwargs))
+                    return await adrive(run, afn, None, args, kwargs)
                 settle(breaker, *opened, None)
                 return result
 
@@ -82,7 +82,7 @@ def _wrap(p: Retry, fn: Callable[P, R]) -> Callable[P, R]:
                 run = Run(p, start)
                 if run.failed(exc) is None:
                     raise
-            return await adrive(run, lambda _attempt: afn(*args, **kwargs))
+            return await adrive(run, afn, None, args, kwargs)
 
         return async_fast_wrapper  # type: ignore[return-value]
 
@@ -95,14 +95,14 @@ def _wrap(p: Retry, fn: Callable[P, R]) -> Callable[P, R]:
             start = clock()
             opened = first_ticket(p, start)
             if isinstance(opened, Run):  # refused: the run waits for the probe, or raises
-                return drive(opened, lambda _attempt: fn(*args, **kwargs))
+                return drive(opened, fn, None, args, kwargs)
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
                 run = first_failed(p, start, opened, exc)
                 if run is None:
                     raise
-                return drive(run, lambda _attempt: fn(*args, **kwargs))
+                return drive(run, fn, None, args, kwargs)
             settle(breaker, *opened, None)
             return result
 
@@ -118,7 +118,7 @@ def _wrap(p: Retry, fn: Callable[P, R]) -> Callable[P, R]:
             run = Run(p, start)
             if run.failed(exc) is None:
                 raise
-        return drive(run, lambda _attempt: fn(*args, **kwargs))
+        return drive(run, fn, None, args, kwargs)
 
     return fast_wrapper
 

@@ -202,8 +202,9 @@ def _begin(run: Run) -> AttemptContext | None:
     when the engine says so), hand out the next attempt; None once the call is over."""
     if run.done:
         return None
-    delay, run.delay = run.delay, 0.0
+    delay = run.delay
     if delay > 0:
+        run.delay = 0.0
         (run.policy.sleep or time.sleep)(delay)
     if run.breaker is not None:
         while (wait := run.admit()) is not None:
@@ -217,8 +218,9 @@ async def _abegin(run: Run) -> AttemptContext | None:
     """The async twin of :func:`_begin`: waits in the running event loop."""
     if run.done:
         return None
-    delay, run.delay = run.delay, 0.0
+    delay = run.delay
     if delay > 0:
+        run.delay = 0.0
         await (run.policy.async_sleep or _clock.async_sleep)(delay)
     if run.breaker is not None:
         while (wait := run.admit()) is not None:
@@ -244,17 +246,25 @@ def _settled(run: Run) -> Any:
     return value
 
 
-def drive(run: Run, fn: Callable[[AttemptContext], R], resolve: Resolve | None = None) -> R:
+def drive(
+    run: Run,
+    fn: Callable[..., R],
+    resolve: Resolve | None = None,
+    args: tuple[Any, ...] | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> R:
     """Run ``fn(attempt)`` until the engine says the call is over; return its result.
 
-    The ``with attempt:`` of a ``retrying()`` loop, spelled out (two frames less per
-    attempt): the same :meth:`AttemptContext.__exit__` decides.
+    With ``args`` (and ``kwargs``), each attempt calls ``fn(*args, **kwargs)`` instead: a
+    function that does not take the attempt (the decorator's) needs no wrapper then. The
+    ``with attempt:`` of a ``retrying()`` loop, spelled out (two frames less per attempt):
+    the same :meth:`AttemptContext.__exit__` decides.
     """
     if resolve is not None:
         _resolving(run, resolve)
     while (attempt := _begin(run)) is not None:
         try:
-            result = fn(attempt)
+            result = fn(attempt) if args is None else fn(*args, **(kwargs or {}))
         except BaseException as exc:
             if not attempt.__exit__(type(exc), exc, exc.__traceback__):
                 raise
@@ -269,14 +279,18 @@ def drive(run: Run, fn: Callable[[AttemptContext], R], resolve: Resolve | None =
 
 
 async def adrive(
-    run: Run, fn: Callable[[AttemptContext], Awaitable[R]], resolve: Resolve | None = None
+    run: Run,
+    fn: Callable[..., Awaitable[R]],
+    resolve: Resolve | None = None,
+    args: tuple[Any, ...] | None = None,
+    kwargs: dict[str, Any] | None = None,
 ) -> R:
     """The async twin of :func:`drive` (asyncio or trio; cancellation is never caught)."""
     if resolve is not None:
         _resolving(run, resolve)
     while (attempt := await _abegin(run)) is not None:
         try:
-            result = await fn(attempt)
+            result = await (fn(attempt) if args is None else fn(*args, **(kwargs or {})))
         except BaseException as exc:
             if not await attempt.__aexit__(type(exc), exc, exc.__traceback__):
                 raise

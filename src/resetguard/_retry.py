@@ -68,11 +68,11 @@ class Retry(RetryPolicy):
             >>> Retry(attempts=2).call(divmod, 7, 2)
             (3, 1)
         """
-        return drive(Run(self), lambda _attempt: fn(*args, **kwargs))
+        return drive(Run(self), fn, None, args, kwargs)
 
     async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Await ``fn(*args, **kwargs)`` under this policy (asyncio or trio)."""
-        return await adrive(Run(self), lambda _attempt: fn(*args, **kwargs))
+        return await adrive(Run(self), fn, None, args, kwargs)
 
     def run(
         self,
