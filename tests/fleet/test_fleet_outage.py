@@ -193,13 +193,15 @@ def test_a_cut_off_process_follows_the_fleet_when_it_returns(
             assert a.state is resetguard.CircuitState.OPEN  # decided locally
             assert _wait(lambda: not cut.reachable, 2.0)
             assert b.call(len, "ok") == 2
-            moves: list[resetguard.BreakerStateChanged] = []
-            a.add_listener(moves.append)
+            moves: list[tuple[resetguard.BreakerStateChanged, bool]] = []
+            # the listener also records whether the backend read as reachable when the
+            # fleet's state arrived: it must already (no "fleet" decision while unreachable)
+            a.add_listener(lambda m: moves.append((m, cut.reachable)))
             proxy.enable()
             # Back: the fleet's state (closed, newer than A's view) wins.
             assert _wait(lambda: a.state is resetguard.CircuitState.CLOSED, 5.0)
             assert cut.reachable
-            assert [(m.new, m.decided_by) for m in moves] == [("closed", "fleet")]
+            assert [(m.new, m.decided_by, up) for m, up in moves] == [("closed", "fleet", True)]
             assert b.state is resetguard.CircuitState.CLOSED
             # Every connection reset in mid-run: callers never notice, syncing resumes.
             proxy.reset_connections()

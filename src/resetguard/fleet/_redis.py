@@ -300,23 +300,30 @@ class RedisBackend:
             for name, key, args in link.sync_calls(resuming):
                 yield link, name, key, args
 
-    def _passed(self, resuming: bool) -> bool:
-        """A sync pass went through: after an outage, Redis's state is shared again."""
+    def _passed(self, resuming: bool, replies: list[tuple[_Link, str, Any]]) -> bool:
+        """A sync pass went through: after an outage, Redis's state is shared again.
+
+        The backend is reachable again before any reply is applied, so a breaker never
+        shows a state the fleet decided while its backend still reads as unreachable.
+        """
         if resuming:
             with self._lock:
                 self.reachable = True
             _log.info("resetguard.fleet %r: Redis answers again; state shared", self.namespace)
+        for link, name, reply in replies:
+            link.synced(name, reply)
         return True
 
     def _sync_pass(self, scripts: dict[str, Any], run: Any) -> bool:
         resuming = not self.reachable
+        replies: list[tuple[_Link, str, Any]] = []
         for link, name, key, args in self._calls(resuming):
             reply = run(scripts[name], key, args)
             if reply is None:
                 link.failed()
                 return False
-            link.synced(name, reply)
-        return self._passed(resuming)
+            replies.append((link, name, reply))
+        return self._passed(resuming, replies)
 
     def _start_task(self) -> None:
         if self._task is None or self._task.done():
@@ -340,13 +347,14 @@ class RedisBackend:
     async def _async_pass(self, run: Any) -> bool:
         # _sync_pass's steps with awaited round trips.
         resuming = not self.reachable
+        replies: list[tuple[_Link, str, Any]] = []
         for link, name, key, args in self._calls(resuming):
             reply = await run(self._async_scripts[name], key, args)
             if reply is None:
                 link.failed()
                 return False
-            link.synced(name, reply)
-        return self._passed(resuming)
+            replies.append((link, name, reply))
+        return self._passed(resuming, replies)
 
 
 class _Link:
