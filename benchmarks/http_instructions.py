@@ -1,6 +1,10 @@
 """Instructions per request, plain client vs resetguard's, counted by valgrind (callgrind).
 
-Run: .venv/bin/python benchmarks/http_instructions.py [httpx requests httpx_async aiohttp]
+Run: .venv/bin/python benchmarks/http_instructions.py [--no-guards] [httpx requests ...]
+
+``--no-guards`` builds resetguard's clients without their per-origin breakers and retry
+budget (``HTTPPolicy(breakers=None, budget=False)``): the layer as it was before issue 11
+gave every client those defaults.
 
 CPU time on a shared 2-core machine moves by ±10 % between rounds; an instruction count
 does not (the same binary and inputs give the same count, whatever else runs). Each client
@@ -31,15 +35,19 @@ LIBRARIES = ("httpx", "requests", "httpx_async", "aiohttp")
 
 
 def _client(lib: str, mode: str, n: int, url: str) -> None:
-    """What runs under valgrind: ``n`` GETs after the warm-up, plain or resetguard."""
+    """What runs under valgrind: ``n`` GETs after the warm-up, plain or resetguard
+    (``resetguard-noguards``: without the per-origin breakers and the client's budget)."""
+    from resetguard.http import HTTPPolicy
+
     count = WARMUP + n
+    policy = HTTPPolicy(breakers=None, budget=False) if mode == "resetguard-noguards" else None
     if lib == "httpx":
         import httpx
 
         from resetguard.http import Client
 
         timeout = httpx.Timeout(30.0, connect=5.0)
-        with Client() if mode == "resetguard" else httpx.Client(timeout=timeout) as c:
+        with Client(policy=policy) if mode != "plain" else httpx.Client(timeout=timeout) as c:
             for _ in range(count):
                 c.get(url)
     elif lib == "requests":
@@ -47,7 +55,7 @@ def _client(lib: str, mode: str, n: int, url: str) -> None:
 
         from resetguard.http import Session
 
-        with Session() if mode == "resetguard" else requests.Session() as s:
+        with Session(policy=policy) if mode != "plain" else requests.Session() as s:
             for _ in range(count):
                 s.get(url, timeout=(5.0, 30.0))
     elif lib == "httpx_async":
@@ -57,8 +65,9 @@ def _client(lib: str, mode: str, n: int, url: str) -> None:
 
         async def main() -> None:
             timeout = httpx.Timeout(30.0, connect=5.0)
-            plain = mode != "resetguard"
-            async with httpx.AsyncClient(timeout=timeout) if plain else AsyncClient() as c:
+            plain = mode == "plain"
+            client = httpx.AsyncClient(timeout=timeout) if plain else AsyncClient(policy=policy)
+            async with client as c:
                 for _ in range(count):
                     await c.get(url)
 
@@ -69,8 +78,8 @@ def _client(lib: str, mode: str, n: int, url: str) -> None:
         from resetguard.http import RetrySession
 
         async def amain() -> None:
-            if mode == "resetguard":
-                async with RetrySession() as rs:
+            if mode != "plain":
+                async with RetrySession(policy=policy) as rs:
                     for _ in range(count):
                         async with rs.get(url) as r:
                             await r.read()
@@ -119,6 +128,9 @@ def main(argv: list[str]) -> int:
         sys.path.insert(0, str(ROOT / "src"))
         _client(lib, mode, n, url)
         return 0
+    guards = "--no-guards" not in argv
+    argv = [a for a in argv if a != "--no-guards"]
+    ours = "resetguard" if guards else "resetguard-noguards"
     libs = argv or list(LIBRARIES)
     unknown = sorted(set(libs) - set(LIBRARIES))
     if unknown:
@@ -138,12 +150,12 @@ def main(argv: list[str]) -> int:
         print("|---|---:|---:|---:|")
         for lib in libs:
             per = {}
-            for mode in ("plain", "resetguard"):
+            for mode in ("plain", ours):
                 runs = _instructions(lib, mode, REQUESTS, url) - _instructions(lib, mode, 0, url)
                 per[mode] = runs / REQUESTS
-            ratio = per["resetguard"] / per["plain"] - 1
+            ratio = per[ours] / per["plain"] - 1
             print(
-                f"| {lib} | {per['plain']:,.0f} | {per['resetguard']:,.0f} | {ratio:+.1%} |",
+                f"| {lib} | {per['plain']:,.0f} | {per[ours]:,.0f} | {ratio:+.1%} |",
                 flush=True,
             )
     finally:
