@@ -411,7 +411,8 @@ class RetrySession:
                         raise
             finally:
                 exchange.end(token)
-            if exchange.answered(a, progress, response.status, response.headers):
+            headers = response.headers  # a multidict: its get() is C and raises nothing
+            if exchange.answered(a, progress, response.status, headers, headers.get("keep-alive")):
                 response.release()
             return response
 

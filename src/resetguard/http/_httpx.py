@@ -438,6 +438,25 @@ def _always() -> bool:
     return True
 
 
+def _keep_alive(response: httpx.Response) -> str | None:
+    """The response's ``Keep-Alive`` header, or None.
+
+    ``Headers.get`` raises and catches a ``KeyError`` inside when the header is absent
+    (about 9,000 instructions, most responses): its list of (raw name, lower-cased name,
+    value) is scanned instead, when it has the shape httpx 0.2x gives it.
+    """
+    headers = response.headers
+    items = getattr(headers, "_list", None)
+    if isinstance(items, list):
+        for item in items:
+            if item[1] == b"keep-alive":
+                break  # present: the public lookup reads it, once
+        else:
+            return None
+    value: str | None = headers.get("keep-alive")
+    return value
+
+
 def _buffer(response: httpx.Response) -> None:
     """Read the raw body inside the retry loop; the client then reads it from memory.
 
@@ -616,7 +635,9 @@ class RetryTransport(_Base, httpx.BaseTransport):
             finally:
                 exchange.end(token)
                 self._reap_later(progress.peer)
-            if exchange.answered(a, progress, response.status_code, response.headers):
+            if exchange.answered(
+                a, progress, response.status_code, response.headers, _keep_alive(response)
+            ):
                 response.close()
             return response
 
@@ -680,7 +701,9 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
                     await _abuffer(response)
             finally:
                 exchange.end(token)
-            if exchange.answered(a, progress, response.status_code, response.headers):
+            if exchange.answered(
+                a, progress, response.status_code, response.headers, _keep_alive(response)
+            ):
                 await response.aclose()
             return response
 

@@ -246,6 +246,21 @@ class _Body:
         return True
 
 
+def _keep_alive(response: requests.Response) -> str | None:
+    """The response's ``Keep-Alive`` header, or None.
+
+    ``CaseInsensitiveDict.get`` raises and catches a ``KeyError`` inside when the header
+    is absent (most responses): its store, keyed by the lower-cased name, is asked instead
+    when it has the shape requests gives it.
+    """
+    headers = response.headers
+    store = getattr(headers, "_store", None)
+    if not isinstance(store, dict):
+        return headers.get("keep-alive")
+    found = store.get("keep-alive")
+    return None if found is None else headers.get("keep-alive")
+
+
 class RetryAdapter(HTTPAdapter):
     """A requests ``HTTPAdapter`` that retries when it is safe and expires idle connections.
 
@@ -393,7 +408,9 @@ class RetryAdapter(HTTPAdapter):
                     response.content  # noqa: B018 - read in the attempt: a reset mid-body is retried
             finally:
                 exchange.end(token)
-            if exchange.answered(a, progress, response.status_code, response.headers):
+            if exchange.answered(
+                a, progress, response.status_code, response.headers, _keep_alive(response)
+            ):
                 response.close()
             return response
 

@@ -194,16 +194,17 @@ class Exchange(Run):
         progress: Progress,
         status: int,
         headers: Mapping[str, str],
+        keep_alive: str | None,
     ) -> bool:
-        """A response arrived. Learns from its ``Keep-Alive`` hint and from a reuse that
-        worked, then offers its status to the engine: True when the engine schedules
-        another attempt (the transport then discards the response).
+        """A response arrived. Learns from its ``Keep-Alive`` hint (``keep_alive``: the
+        header's value, which the transport reads the cheapest way its library allows)
+        and from a reuse that worked, then offers its status to the engine: True when the
+        engine schedules another attempt (the transport then discards the response).
 
         Only idempotent requests whose body can be sent again are retried on a status, only for
         the policy's ``status_codes``; ``Retry-After`` is honoured, clamped to the deadline.
         """
         limits = self.limits
-        keep_alive = headers.get("keep-alive")
         if keep_alive is not None:
             seconds = parse_keep_alive(keep_alive)
             if seconds is not None:
