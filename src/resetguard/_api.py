@@ -23,7 +23,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-
 def call(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """Call ``fn(*args, **kwargs)`` under the default :class:`Retry` policy.
 

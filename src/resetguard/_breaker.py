@@ -309,7 +309,6 @@ class BreakerStatistics:
     backend: str = "local"
 
 
-
 class CircuitBreaker:
     """A thread- and asyncio-safe circuit breaker.
 

@@ -80,7 +80,6 @@ class BudgetBackend(Protocol):
     def _link_budget(self, budget: RetryBudget) -> BudgetLink: ...
 
 
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BudgetStatistics:
     """A snapshot of a :class:`RetryBudget` (from :meth:`RetryBudget.statistics`).

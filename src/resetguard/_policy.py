@@ -164,5 +164,3 @@ class RetryPolicy:
         if isinstance(on, type | tuple):
             return isinstance(exc, on)
         return bool(on(exc))
-
-
