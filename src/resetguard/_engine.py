@@ -220,10 +220,7 @@ def core_verdict(
     policy: RetryPolicy, exc: BaseException, failure: Failure | None, passed: bool
 ) -> Verdict:
     """The core rule (DESIGN 3.2): retryable, and idempotent or proven safe to redo."""
-    if policy.on is None:  # the default, spelled out: one call less on the failure path
-        if failure is None or failure.kind not in policy.kinds:
-            return NOT_RETRYABLE
-    elif not policy._matches(exc, failure):
+    if not policy._matches(exc, failure):
         return NOT_RETRYABLE
     idempotent = policy.idempotent
     if passed:
@@ -482,7 +479,10 @@ class Run:
                 )
             )
         if isinstance(exc, _FINAL) or (
-            (exc.__cause__ is not None or _OUTCOME_ATTR in exc.__dict__) and outcome_unknown(exc)
+            # outcome_unknown()'s own test of ``exc``, asked first: with no cause to follow
+            # and no mark, the answer is False without the call
+            (exc.__cause__ is not None or getattr(exc, _OUTCOME_ATTR, False))
+            and outcome_unknown(exc)
         ):
             # resetguard's own refusals and unknown outcomes are final: retrying a
             # refusal defeats the breaker or budget, retrying an unknown outcome may

@@ -257,8 +257,8 @@ def _keep_alive(response: requests.Response) -> str | None:
     store = getattr(headers, "_store", None)
     if not isinstance(store, dict):
         return headers.get("keep-alive")
-    found = store.get("keep-alive")
-    return None if found is None else headers.get("keep-alive")
+    found = store.get("keep-alive")  # (the name as sent, its value)
+    return None if found is None else found[1]
 
 
 class RetryAdapter(HTTPAdapter):

@@ -126,6 +126,7 @@ class Exchange(Run):
 
     free_replays = STALE_REPLAYS
     _log = _log
+    _known_idempotent: bool | None = None  # worked out on first use
 
     def __init__(
         self,
@@ -171,7 +172,7 @@ class Exchange(Run):
         return self._idempotent()
 
     def _idempotent(self) -> bool:
-        known: bool | None = self.__dict__.get("_known_idempotent")
+        known = self._known_idempotent
         if known is None:
             self._known_idempotent = known = is_idempotent(self.method, self.headers, self.http)
         return known
