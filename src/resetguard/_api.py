@@ -14,7 +14,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _clock
 from ._drivers import AttemptContext, Attempts, adrive, drive
-from ._engine import Run, first_failed, first_ticket, settle
+from ._engine import Run, first_failed, first_refused, first_ticket, settle
 from ._retry import _DEFAULT, Retry, merge
 
 __all__ = ["acall", "call", "retry", "retrying"]
@@ -57,13 +57,15 @@ def _wrap(p: Retry, fn: Callable[P, R]) -> Callable[P, R]:
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 start = clock()
-                opened = first_ticket(p, start)
-                if isinstance(opened, Run):  # refused: the run waits for the probe, or raises
-                    return await adrive(opened, afn, None, args, kwargs)
+                opened = first_ticket(breaker, budget)
+                if not isinstance(opened, tuple):  # refused: wait for the probe, or raise
+                    return await adrive(
+                        first_refused(Run(p, start), opened), afn, None, args, kwargs
+                    )
                 try:
                     result = await afn(*args, **kwargs)
                 except BaseException as exc:
-                    run = first_failed(p, start, opened, exc)
+                    run = first_failed(Run(p, start), opened, exc)
                     if run is None:
                         raise
                     return await adrive(run, afn, None, args, kwargs)
@@ -92,13 +94,13 @@ def _wrap(p: Retry, fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             start = clock()
-            opened = first_ticket(p, start)
-            if isinstance(opened, Run):  # refused: the run waits for the probe, or raises
-                return drive(opened, fn, None, args, kwargs)
+            opened = first_ticket(breaker, budget)
+            if not isinstance(opened, tuple):  # refused: wait for the probe, or raise
+                return drive(first_refused(Run(p, start), opened), fn, None, args, kwargs)
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                run = first_failed(p, start, opened, exc)
+                run = first_failed(Run(p, start), opened, exc)
                 if run is None:
                     raise
                 return drive(run, fn, None, args, kwargs)

@@ -381,6 +381,7 @@ class CircuitBreaker:
         "_streak",
         "_successes",
         "_threshold",
+        "_timed",
         "_timed_window",
         "_trips",
         "_w_calls",
@@ -458,6 +459,9 @@ class CircuitBreaker:
         self._slow_duration = (
             policy.slow_call_duration if policy.slow_call_duration is not None else math.inf
         )
+        #: whether _release reads an attempt's duration (slow calls); if not, callers
+        #: pass 0.0 and read no clock
+        self._timed = self._slow_duration != math.inf
         self._windowed = policy.windowed
         self._timed_window = policy.window_duration is not None
         self._ring = bytearray(policy.window if self._windowed and not self._timed_window else 0)

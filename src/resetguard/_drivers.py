@@ -19,12 +19,22 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from . import _clock
-from ._engine import NO_VALUE, Run
+from ._engine import NO_VALUE, Run, first_failed, first_refused, first_ticket, settle
+from ._policy import BreakerLike, BudgetLike
 
-__all__ = ["AttemptContext", "Attempts", "adrive", "drive"]
+__all__ = [
+    "AttemptContext",
+    "Attempts",
+    "FirstAttempt",
+    "RunPlan",
+    "adrive",
+    "adrive_first",
+    "drive",
+    "drive_first",
+]
 
 R = TypeVar("R")
 _new = object.__new__
@@ -132,6 +142,43 @@ class AttemptContext:
         """After the resolve hook: True for a rerun or a settled call, False to give up."""
         run = self._run
         return run.resolved(outcome) is not None or run.value is not NO_VALUE
+
+
+class FirstAttempt(AttemptContext):
+    """The first attempt of a call whose run is built only when it is needed.
+
+    :func:`drive_first` hands one out: the call's :class:`~resetguard._engine.Run` is
+    built from its :class:`RunPlan` when the attempt fails or offers a retryable result,
+    so a call that succeeds at once builds none. Not a context manager.
+    """
+
+    _run: Run | None = None  # type: ignore[assignment]
+    _plan: RunPlan
+
+    def run(self) -> Run:
+        """The call's run, built on first use."""
+        run = self._run
+        if run is None:
+            self._run = run = self._plan.run()
+        return run
+
+    def retry_result(self, marker: BaseException, retry_after: float | None = None) -> bool:
+        if self.run().retry_result(marker, retry_after) is None:
+            return False
+        self.retrying = True
+        return True
+
+
+class RunPlan(Protocol):
+    """What :func:`drive_first` needs before a call's first attempt: the breaker and budget
+    that guard it, and how to build the call's run should the attempt need one."""
+
+    breaker: BreakerLike | None
+    budget: BudgetLike | None
+
+    def run(self) -> Run:
+        """The call's run (not counted by the budget again: the first attempt was)."""
+        ...
 
 
 class Attempts:
@@ -302,3 +349,58 @@ async def adrive(
                 run.succeeded()
                 return result
     return _settled(run)  # type: ignore[no-any-return]
+
+
+def drive_first(plan: RunPlan, fn: Callable[[AttemptContext], R]) -> R:
+    """:func:`drive`, with the first attempt inlined and no run built unless it is needed.
+
+    The budget counts the call and the breaker gives its ticket around ``fn``'s first
+    attempt (a :class:`FirstAttempt`); the call's run is built from ``plan`` only when
+    that attempt fails, offers a retryable result, or is refused by the breaker, and
+    :func:`drive` then continues the call. What an HTTP transport's request costs when
+    it succeeds at once is this and the ticket, not an engine run.
+    """
+    opened = first_ticket(plan.breaker, plan.budget)
+    if not isinstance(opened, tuple):  # refused: wait for the probe, or raise
+        return drive(first_refused(plan.run(), opened), fn)
+    attempt = _new(FirstAttempt)
+    attempt._plan = plan
+    try:
+        result = fn(attempt)
+    except BaseException as exc:
+        run = first_failed(attempt.run(), opened, exc, attempt)
+        if run is None:
+            raise
+        return drive(run, fn)
+    settle(plan.breaker, *opened, None)
+    run = attempt._run
+    if run is None:
+        return result
+    if not attempt.retrying:
+        run.succeeded()
+        return result
+    return drive(run, fn)  # a retryable result: another attempt follows
+
+
+async def adrive_first(plan: RunPlan, fn: Callable[[AttemptContext], Awaitable[R]]) -> R:
+    """The async twin of :func:`drive_first`."""
+    opened = first_ticket(plan.breaker, plan.budget)
+    if not isinstance(opened, tuple):  # refused: wait for the probe, or raise
+        return await adrive(first_refused(plan.run(), opened), fn)
+    attempt = _new(FirstAttempt)
+    attempt._plan = plan
+    try:
+        result = await fn(attempt)
+    except BaseException as exc:
+        run = first_failed(attempt.run(), opened, exc, attempt)
+        if run is None:
+            raise
+        return await adrive(run, fn)
+    settle(plan.breaker, *opened, None)
+    run = attempt._run
+    if run is None:
+        return result
+    if not attempt.retrying:
+        run.succeeded()
+        return result
+    return await adrive(run, fn)  # a retryable result: another attempt follows

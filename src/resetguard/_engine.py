@@ -269,37 +269,42 @@ def settle(
     ``error`` ended it (None: success). Used by :meth:`Run.release`, and by the decorator's
     inlined first attempt, which builds no run unless that attempt fails."""
     if breaker is not None:
-        breaker._release(ticket, error, breaker._clock() - t0)
+        breaker._release(ticket, error, breaker._clock() - t0 if breaker._timed else 0.0)
 
 
-def first_ticket(policy: RetryPolicy, start: float) -> tuple[int, float] | Run:
+def first_ticket(
+    breaker: BreakerLike | None, budget: BudgetLike | None
+) -> tuple[int, float] | Rejected:
     """Before a call's inlined first attempt: the budget counts the call and the breaker
-    gives its ticket, as ``(ticket, t0)``. When the breaker refuses, the call's :class:`Run`
-    instead, already told to wait for the next probe (``delay``); or the refusal raises."""
-    budget, breaker = policy.budget, policy.breaker
+    gives its ticket, as ``(ticket, t0)``; or the breaker's refusal, which the call's run
+    then answers (:func:`first_refused`)."""
     if budget is not None:
         budget._deposit()
     if breaker is None:
         return 0, 0.0
     try:
-        return breaker._acquire(), breaker._clock()
+        return breaker._acquire(), breaker._clock() if breaker._timed else 0.0
     except Rejected as refusal:
-        error = refusal
-    run = Run(policy, start)
-    run.delay = run.refused(error)
+        return refusal
+
+
+def first_refused(run: Run, refusal: Rejected) -> Run:
+    """The breaker refused the inlined first attempt: ``run`` is told to wait for the next
+    probe (its ``delay``), or the refusal raises."""
+    run.delay = run.refused(refusal)
     return run
 
 
 def first_failed(
-    policy: RetryPolicy, start: float, ticket: tuple[int, float], exc: BaseException
+    run: Run, ticket: tuple[int, float], exc: BaseException, facts: Facts | None = None
 ) -> Run | None:
-    """The inlined first attempt raised ``exc``: the ticket goes back, and the call's run,
-    told of the failure, continues it; None when ``exc`` must propagate as it is."""
-    settle(policy.breaker, *ticket, exc)
+    """The inlined first attempt raised ``exc``: the ticket goes back, and ``run`` (the
+    call's run, built now), told of the failure, continues the call; None when ``exc``
+    must propagate as it is."""
+    settle(run.breaker, *ticket, exc)
     if not isinstance(exc, Exception):
         return None  # cancellation or an interrupt: never retried
-    run = Run(policy, start)
-    return run if run.failed(exc) is not None else None
+    return run if run.failed(exc, facts) is not None else None
 
 
 class Run:
@@ -398,7 +403,8 @@ class Run:
         except Rejected as refusal:
             error = refusal  # answered outside the handler: a raised error keeps its context
         else:
-            self.t0 = breaker._clock()
+            if breaker._timed:
+                self.t0 = breaker._clock()
             return None
         return self.refused(error)
 

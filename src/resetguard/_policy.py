@@ -57,6 +57,8 @@ class BreakerLike(Protocol):
 
     name: str
     _clock: Callable[[], float]
+    #: whether ``_release`` reads the attempt's duration; if not, the engine passes 0.0
+    _timed: bool
 
     def _acquire(self) -> int: ...
 

@@ -100,7 +100,7 @@ class HttpRun:
         self.replayable = True
         self.markers: list[RetryableStatus] = []  # the statuses offered, in order
         headers = None if idempotent or method != "POST" else {}
-        self.run: Exchange = Exchange(
+        exchange = Exchange(
             policy,
             method,
             url,
@@ -109,8 +109,9 @@ class HttpRun:
             replayable=lambda: self.replayable,
             limits=IdleLimits(policy.idle_timeout),
             guards=OriginGuards(policy),
-        )  # the request's engine run
-        assert self.run.idempotent is idempotent
+        )
+        assert exchange.idempotent is idempotent
+        self.run = exchange.run()  # the request's engine run
 
     def failed(self, exc: BaseException, progress: Progress, *, replayable: bool, buffered: bool):
         assert buffered

@@ -24,7 +24,7 @@ from typing import Any, ParamSpec
 
 import aiohttp
 
-from .._drivers import AttemptContext, adrive
+from .._drivers import AttemptContext, adrive_first
 from .._retry import Retry
 from ._guards import OriginGuards
 from ._idle import IdleLimits, announce, expires_at
@@ -416,7 +416,7 @@ class RetrySession:
                 response.release()
             return response
 
-        return await adrive(exchange, attempt)
+        return await adrive_first(exchange, attempt)
 
     def get(self, url: Any, **kwargs: Any) -> RequestContext:
         return self.request("GET", url, **kwargs)

@@ -13,15 +13,17 @@ With any other transport the rules fall back to what the exception says, conserv
 
 from __future__ import annotations
 
+import operator
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from typing import Any
 
 import httpcore
 import httpx
 
-from .._drivers import AttemptContext, adrive, drive
+from .._drivers import AttemptContext, adrive_first, drive_first
+from .._events import _registry
 from .._retry import Retry
 from . import _reaper
 from ._guards import OriginGuards
@@ -105,17 +107,18 @@ class _Conn:
 
     def bind(self, progress: Progress) -> None:
         """The first write of an attempt: record whether this connection is reused."""
-        now = _monotonic()
         progress.connected = True
         progress.received = False
-        progress.peer = self.origin
-        reused = self.uses > 0
-        progress.reused = reused
-        if reused:
-            progress.idle_age = now - self.last_used
-        self.uses += 1
-        if reused:
-            announce("httpx", "reused", self.origin, progress.idle_age)
+        progress.peer = origin = self.origin
+        uses = self.uses
+        self.uses = uses + 1
+        if uses:
+            progress.reused = True
+            progress.idle_age = idle = _monotonic() - self.last_used
+            if _registry.hooks:
+                announce("httpx", "reused", origin, idle)
+        else:
+            progress.reused = False
 
     def readable(self, inner: Any) -> bool:
         """httpcore asks before reusing an idle connection; True makes it discard the connection."""
@@ -135,15 +138,6 @@ class _Conn:
         return readable
 
 
-def _read(progress: Progress | None, conn: _Conn, data: bytes) -> None:
-    conn.last_used = _monotonic()
-    if progress is not None and progress.connected:
-        progress.write_done = True
-        if data:
-            progress.received = True
-            progress.bytes_received += len(data)
-
-
 class _Stream(httpcore.NetworkStream):
     def __init__(self, inner: httpcore.NetworkStream, conn: _Conn) -> None:
         self._inner = inner
@@ -151,7 +145,13 @@ class _Stream(httpcore.NetworkStream):
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         data = self._inner.read(max_bytes, timeout)
-        _read(current.get(), self._conn, data)
+        self._conn.last_used = _monotonic()
+        progress = current.get()
+        if progress is not None and progress.connected:
+            progress.write_done = True  # a read after writing: the request is out
+            if data:
+                progress.received = True
+                progress.bytes_received += len(data)
         return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
@@ -195,7 +195,13 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         data = await self._inner.read(max_bytes, timeout)
-        _read(current.get(), self._conn, data)
+        self._conn.last_used = _monotonic()
+        progress = current.get()
+        if progress is not None and progress.connected:
+            progress.write_done = True  # a read after writing: the request is out
+            if data:
+                progress.received = True
+                progress.bytes_received += len(data)
         return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
@@ -443,18 +449,17 @@ def _keep_alive(response: httpx.Response) -> str | None:
 
     ``Headers.get`` raises and catches a ``KeyError`` inside when the header is absent
     (about 9,000 instructions, most responses): its list of (raw name, lower-cased name,
-    value) is scanned instead, when it has the shape httpx 0.2x gives it.
+    value) is searched instead, in C, when it has the shape httpx 0.2x gives it.
     """
     headers = response.headers
     items = getattr(headers, "_list", None)
-    if isinstance(items, list):
-        for item in items:
-            if item[1] == b"keep-alive":
-                break  # present: the public lookup reads it, once
-        else:
-            return None
-    value: str | None = headers.get("keep-alive")
+    if isinstance(items, list) and b"keep-alive" not in map(_lowered_name, items):
+        return None
+    value: str | None = headers.get("keep-alive")  # present: the public lookup reads it
     return value
+
+
+_lowered_name = operator.itemgetter(1)
 
 
 def _buffer(response: httpx.Response) -> None:
@@ -468,7 +473,7 @@ def _buffer(response: httpx.Response) -> None:
         data = b"".join(stream)  # type: ignore[arg-type]
     finally:
         stream.close()  # type: ignore[union-attr]
-    response.stream = httpx.ByteStream(data)
+    response.stream = _Buffered(data)
 
 
 async def _abuffer(response: httpx.Response) -> None:
@@ -477,7 +482,38 @@ async def _abuffer(response: httpx.Response) -> None:
         data = b"".join([chunk async for chunk in stream])  # type: ignore[union-attr]
     finally:
         await stream.aclose()  # type: ignore[union-attr]
-    response.stream = httpx.ByteStream(data)
+    response.stream = _Buffered(data)
+
+
+class _Buffered(httpx.ByteStream):
+    """A body read in full inside the retry loop, handed on to the client.
+
+    httpx's ``ByteStream`` yields from a generator; an async generator costs a weak
+    reference and the event loop's hooks per iteration, so these iterators are plain.
+    """
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter((self._stream,))
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _AsyncOnce(self._stream)
+
+
+class _AsyncOnce:
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes | None) -> None:
+        self._data = data
+
+    def __aiter__(self) -> _AsyncOnce:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data = self._data
+        if data is None:
+            raise StopAsyncIteration
+        self._data = None
+        return data
 
 
 # --------------------------------------------------------------------------- transports
@@ -590,7 +626,10 @@ class RetryTransport(_Base, httpx.BaseTransport):
             return
         limit = self.idle_limits.limit(origin)
         if limit is not None:
-            _reaper.schedule(self, _monotonic() + limit + _REAP_SLACK)
+            when = _monotonic() + limit + _REAP_SLACK
+            due = self._reap_due
+            if due is None or due > when:  # else the earlier wake-up reschedules itself
+                _reaper.schedule(self, when)
 
     def _reap(self) -> float | None:
         """Close the idle connections past their limit; when to look again (None: never)."""
@@ -641,7 +680,7 @@ class RetryTransport(_Base, httpx.BaseTransport):
                 response.close()
             return response
 
-        return drive(exchange, attempt)
+        return drive_first(exchange, attempt)
 
     def __enter__(self) -> RetryTransport:
         self._inner.__enter__()
@@ -689,7 +728,8 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
             httpx.AsyncBaseTransport,
         )
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_async_request(self, request: httpx.Request) -> Coroutine[Any, Any, httpx.Response]:
+        # Not a coroutine function: it returns the driver's coroutine (one frame less).
         buffered = bool(request.extensions.get(BUFFER_EXTENSION))
         exchange = _exchange(self, request, buffered)
 
@@ -707,7 +747,7 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
                 await response.aclose()
             return response
 
-        return await adrive(exchange, attempt)
+        return adrive_first(exchange, attempt)
 
     async def __aenter__(self) -> AsyncRetryTransport:
         await self._inner.__aenter__()
@@ -856,9 +896,10 @@ class AsyncClient(_Routes, httpx.AsyncClient):
         super().__init__(timeout=timeout, limits=_client_limits(resolved, limits), **kwargs)
         self.retry_transport = _wrap_routes(self, AsyncRetryTransport, resolved)
 
-    async def send(
+    def send(
         self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
-    ) -> httpx.Response:
+    ) -> Coroutine[Any, Any, httpx.Response]:
+        # Not a coroutine function: it returns httpx's own coroutine (one frame less).
         if not stream:
             request.extensions = {**request.extensions, BUFFER_EXTENSION: True}
-        return await super().send(request, stream=stream, **kwargs)
+        return super().send(request, stream=stream, **kwargs)

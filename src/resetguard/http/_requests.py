@@ -22,7 +22,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from .._drivers import AttemptContext, drive
+from .._drivers import AttemptContext, drive_first
 from .._retry import Retry
 from . import _reaper
 from ._guards import OriginGuards
@@ -414,7 +414,7 @@ class RetryAdapter(HTTPAdapter):
                 response.close()
             return response
 
-        return drive(exchange, attempt)
+        return drive_first(exchange, attempt)
 
 
 class Session(requests.Session):

@@ -16,6 +16,7 @@ from contextvars import ContextVar, Token
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .. import _clock
 from .._classify import Failure, Phase
 from .._drivers import AttemptContext
 from .._engine import Run, Verdict
@@ -115,17 +116,17 @@ def _phase(progress: Progress, failure: Failure) -> Phase:
     return failure.phase
 
 
-class Exchange(Run):
-    """One request on the engine: the translation every HTTP transport shares.
+class Exchange:
+    """One request, translated for the engine: what every HTTP transport shares.
 
-    It is the request's engine run, and its own :class:`~resetguard._engine.Judge` (Go's
-    rules, from each attempt's :class:`Progress`): one object per request, not three. A
-    transport's attempt calls :meth:`begin` before sending, :meth:`end` after, and
-    :meth:`answered` with the response; ``drive(exchange, attempt)`` runs it.
+    It is the request's :class:`~resetguard._drivers.RunPlan` (its breaker, the budget,
+    and the run built only if an attempt fails or offers a retryable status) and that
+    run's :class:`~resetguard._engine.Judge` (Go's rules, from each attempt's
+    :class:`Progress`). A transport's attempt calls :meth:`begin` before sending,
+    :meth:`end` after, and :meth:`answered` with the response;
+    ``drive_first(exchange, attempt)`` runs it.
     """
 
-    free_replays = STALE_REPLAYS
-    _log = _log
     _known_idempotent: bool | None = None  # worked out on first use
 
     def __init__(
@@ -153,18 +154,27 @@ class Exchange(Run):
         self.buffered = buffered
         self.replayable = replayable
         self.limits = limits
-        # the budget counts the request now, in Run.__init__
-        super().__init__(policy.retry, None, guards.breaker(origin), guards.budget)
-        self.patience = policy.patience
+        retry = policy.retry
+        #: the breaker and budget guarding the request (the policy's own win)
+        self.breaker = retry.breaker or guards.breaker(origin)
+        self.budget = retry.budget or guards.budget
+        #: when the request began, by the retry policy's clock (the run's)
+        self.start = (retry.clock or _clock.monotonic)()
 
-    @property
-    def judge(self) -> Exchange:  # type: ignore[override]
-        """The exchange judges its own attempts (Go's rules, from each :class:`Progress`)."""
-        return self
+    def run(self) -> Run:
+        """The request's engine run, judged by this exchange (built when first needed)."""
+        http = self.http
+        run = Run(http.retry, self.start, self.breaker, self.budget)
+        run.judge = self
+        run.label = self._default_label
+        run.free_replays = STALE_REPLAYS
+        run.patience = http.patience
+        run._log = _log
+        return run
 
     def _default_label(self) -> str:
         """``METHOD url`` (no credentials or query), unless the retry policy has a name."""
-        return self.policy.name or f"{self.method} {safe_url(str(self.url))}"
+        return self.http.retry.name or f"{self.method} {safe_url(str(self.url))}"
 
     @property
     def idempotent(self) -> bool:
@@ -179,7 +189,8 @@ class Exchange(Run):
 
     # ------------------------------------------------------------------ the attempt
 
-    def begin(self, attempt: AttemptContext) -> tuple[Progress, Token[Progress | None]]:
+    @staticmethod
+    def begin(attempt: AttemptContext) -> tuple[Progress, Token[Progress | None]]:
         """Before sending: a fresh :class:`Progress`, made current for the sockets."""
         attempt.facts = progress = Progress()
         return progress, current.set(progress)
