@@ -439,3 +439,156 @@ def test_the_decorators_first_attempt_waits_for_an_open_breakers_probe(shape: st
     breaker.isolate()
     with pytest.raises(CircuitOpen):
         impatient(lambda: "never")()
+
+
+# ------------------------------------------------------------------ drive_first
+
+
+class _Plan:
+    """A RunPlan as an adapter writes one: the run is built only when asked for."""
+
+    def __init__(self, policy: Retry, fake: FakeTime, breaker: CircuitBreaker | None = None):
+        from resetguard._engine import Run
+
+        self.policy, self.breaker, self.budget = policy, breaker, policy.budget
+        self.start = fake.now
+        self.built = 0
+        self._run = Run
+
+    def run(self):  # type: ignore[no-untyped-def]
+        self.built += 1
+        return self._run(self.policy, self.start, self.breaker, self.budget)
+
+
+def _drive_first(shape: str, plan: _Plan, fn):  # type: ignore[no-untyped-def]
+    from resetguard._drivers import adrive_first, drive_first
+
+    if shape == "sync":
+        return drive_first(plan, fn)
+
+    async def afn(attempt):  # type: ignore[no-untyped-def]
+        return fn(attempt)
+
+    return asyncio.run(adrive_first(plan, afn))
+
+
+@pytest.mark.parametrize("shape", ["sync", "async"])
+def test_drive_first_builds_no_run_for_a_first_success(shape: str) -> None:
+    fake = FakeTime()
+    breaker = CircuitBreaker("dep", failure_threshold=2, clock=fake.clock)
+    budget = RetryBudget("b", clock=fake.clock)
+    plan = _Plan(Retry(budget=budget, **fake.options()), fake, breaker)
+    numbers: list[int] = []
+
+    def once(attempt):  # type: ignore[no-untyped-def]
+        numbers.append(attempt.number)
+        return "ok"
+
+    assert _drive_first(shape, plan, once) == "ok"
+    assert numbers == [1]
+    assert plan.built == 0
+    assert breaker.statistics().successes == 1  # the ticket went back
+    assert budget.statistics().deposits == 1  # the budget counted the call once
+
+
+@pytest.mark.parametrize("shape", ["sync", "async"])
+def test_drive_first_builds_the_run_when_the_first_attempt_fails(shape: str) -> None:
+    fake = FakeTime()
+    breaker = CircuitBreaker("dep", failure_threshold=5, clock=fake.clock)
+    budget = RetryBudget("b", clock=fake.clock)
+    plan = _Plan(
+        Retry(budget=budget, backoff=Backoff.constant(0.2), **fake.options()), fake, breaker
+    )
+    numbers: list[int] = []
+
+    def flaky(attempt):  # type: ignore[no-untyped-def]
+        numbers.append(attempt.number)
+        if len(numbers) < 3:
+            raise _reset()
+        return "ok"
+
+    assert _drive_first(shape, plan, flaky) == "ok"
+    assert numbers == [1, 2, 3]
+    assert plan.built == 1
+    assert fake.sleeps == [0.2, 0.2]
+    stats = breaker.statistics()
+    assert (stats.failures, stats.successes) == (2, 1)
+    assert budget.statistics().deposits == 1  # the rerun did not count the call again
+
+
+@pytest.mark.parametrize("shape", ["sync", "async"])
+def test_drive_first_a_retryable_result_on_the_first_attempt_is_retried(shape: str) -> None:
+    fake = FakeTime()
+    plan = _Plan(Retry(backoff=Backoff.constant(0.1), **fake.options()), fake)
+    answers = ["503", "200"]
+
+    def status(attempt):  # type: ignore[no-untyped-def]
+        answer = answers.pop(0)
+        if answer == "503" and attempt.retry_result(RuntimeError("HTTP 503"), 0.5):
+            return "discarded"
+        return answer
+
+    assert _drive_first(shape, plan, status) == "200"
+    assert plan.built == 1
+    assert fake.sleeps == [0.5]  # the result's own retry-after
+
+
+@pytest.mark.parametrize("shape", ["sync", "async"])
+def test_drive_first_an_unsafe_first_failure_is_not_rerun(shape: str) -> None:
+    fake = FakeTime()
+    plan = _Plan(Retry(**fake.options()), fake)
+    runs: list[int] = []
+
+    def commit(attempt):  # type: ignore[no-untyped-def]
+        runs.append(attempt.number)
+        attempt.sent()
+        raise _reset()
+
+    with pytest.raises(ConnectionResetError) as caught:
+        _drive_first(shape, plan, commit)
+    assert runs == [1]
+    assert outcome_unknown(caught.value)
+
+
+@pytest.mark.parametrize("shape", ["sync", "async"])
+def test_drive_first_a_refused_first_attempt_waits_for_the_probe_or_raises(shape: str) -> None:
+    fake = FakeTime()
+    breaker = CircuitBreaker(
+        "dep", failure_threshold=1, open_duration=0.5, jitter=0, clock=fake.clock
+    )
+    with pytest.raises(ConnectionRefusedError):
+        Retry(breaker=breaker, attempts=1, **fake.options()).call(_raise_refused)
+    impatient = _Plan(Retry(**fake.options()), fake, breaker)
+    with pytest.raises(CircuitOpen):
+        _drive_first(shape, impatient, lambda attempt: "never")
+    assert fake.sleeps == []
+    patient = _Plan(Retry(patience=3.0, **fake.options()), fake, breaker)
+    assert _drive_first(shape, patient, lambda attempt: "up") == "up"
+    assert fake.sleeps == [0.5]
+    assert breaker.state is resetguard.CircuitState.CLOSED
+
+
+def test_drive_first_hands_the_ticket_back_when_interrupted() -> None:
+    fake = FakeTime()
+    breaker = CircuitBreaker(
+        "dep",
+        failure_threshold=1,
+        open_duration=0.5,
+        jitter=0,
+        half_open_probes=1,
+        clock=fake.clock,
+    )
+    with pytest.raises(ConnectionRefusedError):
+        Retry(breaker=breaker, attempts=1, **fake.options()).call(_raise_refused)
+    fake.now += 1.0  # the next attempt is the half-open probe
+
+    def interrupted(attempt):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    plan = _Plan(Retry(**fake.options()), fake, breaker)
+    with pytest.raises(KeyboardInterrupt):
+        _drive_first("sync", plan, interrupted)
+    # the probe slot is free again: a later call is admitted as the probe
+    assert (
+        _drive_first("sync", _Plan(Retry(**fake.options()), fake, breaker), lambda a: "up") == "up"
+    )

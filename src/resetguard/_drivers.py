@@ -152,6 +152,7 @@ class FirstAttempt(AttemptContext):
     so a call that succeeds at once builds none. Not a context manager.
     """
 
+    number = 1
     _run: Run | None = None  # type: ignore[assignment]
     _plan: RunPlan
 

@@ -16,18 +16,18 @@ only. ``max_age`` is not applied to aiohttp connections.
 
 from __future__ import annotations
 
-import functools
 import io
 import time
 from collections.abc import Callable, Coroutine, Generator, Mapping
-from typing import Any, ParamSpec
+from typing import Any
 
 import aiohttp
 
 from .._drivers import AttemptContext, adrive_first
+from .._events import _registry
 from .._retry import Retry
 from ._guards import OriginGuards
-from ._idle import IdleLimits, announce, expires_at
+from ._idle import IdleLimits, announce
 from ._rules import HTTPPolicy
 from ._run import Exchange, current, resolve_policy
 
@@ -43,47 +43,58 @@ class _Connector(aiohttp.TCPConnector):
     def __init__(self, limits: IdleLimits, **options: Any) -> None:
         super().__init__(**options)
         self._rg_limits = limits
-        self._rg_idle: float | None = None  # idle age of the connection about to be reused
 
-    async def _get(self, key: Any, *args: Any) -> Any:
-        # Runs in the requesting task, so ``current`` is that request's attempt.
-        self._rg_idle = None
-        origin = f"{key.host}:{key.port}"
+    def _get(self, key: Any, *args: Any) -> Any:
+        # Not a coroutine function: it sweeps, then returns aiohttp's own _get (one frame
+        # less per request). Runs in the requesting task, so ``current`` is its attempt.
         conns = self._conns.get(key)
-        if conns:
-            self._rg_sweep(key, conns, origin)
-        connection = await super()._get(key, *args)
+        origin = f"{key.host}:{key.port}"
+        idle = self._rg_sweep(key, conns, origin) if conns else None
         progress = current.get()
         if progress is not None:
             progress.peer = origin
             progress.received = False
-            progress.reused = connection is not None
-            if connection is not None:
-                progress.idle_age = self._rg_idle
-            action = "reused" if connection is not None else "opened"
-            announce("aiohttp", action, origin, progress.idle_age)
-        return connection
+            progress.reused = reused = idle is not None
+            progress.idle_age = idle
+            if _registry.hooks:
+                announce("aiohttp", "reused" if reused else "opened", origin, idle)
+        return super()._get(key, *args)
 
-    def _rg_sweep(self, key: Any, conns: Any, origin: str) -> None:
-        # aiohttp stores (protocol, released_at) with time.monotonic and reuses the oldest
-        # first; nothing awaits between this sweep and aiohttp popping that entry, so the
-        # idle age left in _rg_idle belongs to the connection _get returns.
+    def _rg_sweep(self, key: Any, conns: Any, origin: str) -> float | None:
+        """Close the pooled connections aiohttp would not reuse, and those past the origin's
+        limit; the idle age of the one aiohttp reuses next (None: it opens a new one).
+
+        aiohttp stores (protocol, released_at) with time.monotonic and reuses the oldest
+        first, if it is connected and within ``keepalive_timeout``: the same test is made
+        here, with the origin's limit when lower, so what is left first is what aiohttp
+        takes (nothing awaits in between).
+        """
         limit = self._rg_limits.limit(origin)
+        keepalive = self._keepalive_timeout
+        if keepalive is not None and (limit is None or keepalive < limit):
+            limit = keepalive
+        if limit is not None:
+            limit -= _CLOCK_MARGIN
         now = time.monotonic()
         while conns:
             proto, released = conns[0]
-            idle = now - released
+            idle: float = now - released
             if not proto.is_connected():
                 self._rg_limits.closed(origin, idle)  # the server closed it while idle
                 announce("aiohttp", "closed", origin, idle)
-            elif (due := expires_at(released, released, limit, None)) is not None and now > due:
+            elif limit is not None and idle > limit:
                 announce("aiohttp", "expired", origin, idle)
             else:
-                self._rg_idle = idle
-                return
+                return idle
             conns.popleft()
             proto.close()
         del self._conns[key]
+        return None
+
+
+#: aiohttp reads its clock a moment after the sweep: a connection this close to its
+#: keep-alive limit is closed by the sweep, so aiohttp never finds it expired itself.
+_CLOCK_MARGIN = 0.001
 
 
 class _HeldFile(io.IOBase):
@@ -196,7 +207,6 @@ def _adopt(connector: aiohttp.TCPConnector, limits: IdleLimits) -> None:
     """
     connector.__class__ = _Connector
     connector._rg_limits = limits  # type: ignore[attr-defined]
-    connector._rg_idle = None  # type: ignore[attr-defined]
 
 
 def _form_values(data: Any) -> list[Any] | None:
@@ -263,9 +273,6 @@ def _never() -> bool:
     return False
 
 
-_P = ParamSpec("_P")
-
-
 class RequestContext(Coroutine[Any, Any, aiohttp.ClientResponse]):
     """What :meth:`RetrySession.request` and the verbs return, as aiohttp's own methods do.
 
@@ -298,18 +305,6 @@ class RequestContext(Coroutine[Any, Any, aiohttp.ClientResponse]):
     async def __aexit__(self, *exc_info: Any) -> None:
         if self._response is not None:
             await self._response.__aexit__(*exc_info)
-
-
-def _context(
-    send: Callable[_P, Coroutine[Any, Any, aiohttp.ClientResponse]],
-) -> Callable[_P, RequestContext]:
-    @functools.wraps(send)
-    def request(*args: _P.args, **kwargs: _P.kwargs) -> RequestContext:
-        held = _hold_files(kwargs) if "data" in kwargs else []
-        coro = send(*args, **kwargs)
-        return RequestContext(_then_close(coro, held) if held else coro)
-
-    return request
 
 
 class RetrySession:
@@ -373,14 +368,12 @@ class RetrySession:
         """The :class:`HTTPPolicy` in force."""
         return self._policy
 
-    @_context
-    async def request(
-        self, method: str, url: Any, *, read: bool = True, **kwargs: Any
-    ) -> aiohttp.ClientResponse:
+    def request(self, method: str, url: Any, *, read: bool = True, **kwargs: Any) -> RequestContext:
         """Send a request under the policy, like ``ClientSession.request``.
 
         Awaited or used as ``async with session.request(...) as response:``.
         """
+        held = _hold_files(kwargs) if "data" in kwargs else None
         headers = kwargs.get("headers")
         if headers is not None and not isinstance(headers, Mapping):
             headers = dict(headers)
@@ -394,11 +387,12 @@ class RetrySession:
             limits=self.idle_limits,
             guards=self.guards,
         )
+        session = self.session
 
         async def attempt(a: AttemptContext) -> aiohttp.ClientResponse:
             progress, token = exchange.begin(a)
             try:
-                response = await self.session.request(method, url, **kwargs)
+                response = await session.request(method, url, **kwargs)
                 # The head arrived. How much was written is not reported (a tracing
                 # signal per request costs ~25 µs), so it stays unknown: the rules then
                 # lean on reuse, "any byte received" and the exception.
@@ -416,7 +410,8 @@ class RetrySession:
                 response.release()
             return response
 
-        return await adrive_first(exchange, attempt)
+        sending = adrive_first(exchange, attempt)
+        return RequestContext(_then_close(sending, held) if held else sending)
 
     def get(self, url: Any, **kwargs: Any) -> RequestContext:
         return self.request("GET", url, **kwargs)
