@@ -861,11 +861,18 @@ class Client(_Routes, httpx.Client):
         self.retry_transport = _wrap_routes(self, RetryTransport, resolved)
 
     def send(
-        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+        self,
+        request: httpx.Request,
+        *,
+        stream: bool = False,
+        auth: Any = httpx.USE_CLIENT_DEFAULT,
+        follow_redirects: Any = httpx.USE_CLIENT_DEFAULT,
     ) -> httpx.Response:
         if not stream:
             request.extensions = {**request.extensions, BUFFER_EXTENSION: True}
-        return super().send(request, stream=stream, **kwargs)
+        return httpx.Client.send(
+            self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
+        )
 
 
 class AsyncClient(_Routes, httpx.AsyncClient):
@@ -897,9 +904,16 @@ class AsyncClient(_Routes, httpx.AsyncClient):
         self.retry_transport = _wrap_routes(self, AsyncRetryTransport, resolved)
 
     def send(
-        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+        self,
+        request: httpx.Request,
+        *,
+        stream: bool = False,
+        auth: Any = httpx.USE_CLIENT_DEFAULT,
+        follow_redirects: Any = httpx.USE_CLIENT_DEFAULT,
     ) -> Coroutine[Any, Any, httpx.Response]:
         # Not a coroutine function: it returns httpx's own coroutine (one frame less).
         if not stream:
             request.extensions = {**request.extensions, BUFFER_EXTENSION: True}
-        return super().send(request, stream=stream, **kwargs)
+        return httpx.AsyncClient.send(
+            self, request, stream=stream, auth=auth, follow_redirects=follow_redirects
+        )
