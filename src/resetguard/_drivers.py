@@ -11,7 +11,9 @@ decides. These are the only sync/async twins of the retry core, a few lines each
 :func:`drive` and :func:`adrive` run a function under that loop; ``retrying()``, the
 decorator, ``Retry.call``/``run``, the HTTP transports and the database helpers all go
 through them (the decorator inlines only its first attempt, and builds a run only when
-that attempt fails).
+that attempt fails). :func:`drive_first` and :func:`adrive_first` do the same for an
+adapter: the first attempt runs with only the breaker's ticket and the budget's deposit
+around it, and the call's run is built from a :class:`RunPlan` when it is needed.
 """
 
 from __future__ import annotations

@@ -138,6 +138,17 @@ class _Conn:
         return readable
 
 
+def _read(conn: _Conn, data: bytes) -> None:
+    """After a read: the idle clock restarts; an attempt that wrote has its request out."""
+    conn.last_used = _monotonic()
+    progress = current.get()
+    if progress is not None and progress.connected:
+        progress.write_done = True
+        if data:
+            progress.received = True
+            progress.bytes_received += len(data)
+
+
 class _Stream(httpcore.NetworkStream):
     def __init__(self, inner: httpcore.NetworkStream, conn: _Conn) -> None:
         self._inner = inner
@@ -145,13 +156,7 @@ class _Stream(httpcore.NetworkStream):
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         data = self._inner.read(max_bytes, timeout)
-        self._conn.last_used = _monotonic()
-        progress = current.get()
-        if progress is not None and progress.connected:
-            progress.write_done = True  # a read after writing: the request is out
-            if data:
-                progress.received = True
-                progress.bytes_received += len(data)
+        _read(self._conn, data)
         return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
@@ -195,13 +200,7 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         data = await self._inner.read(max_bytes, timeout)
-        self._conn.last_used = _monotonic()
-        progress = current.get()
-        if progress is not None and progress.connected:
-            progress.write_done = True  # a read after writing: the request is out
-            if data:
-                progress.received = True
-                progress.bytes_received += len(data)
+        _read(self._conn, data)
         return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:

@@ -84,7 +84,7 @@ class _TrackedConnection:
                 progress.send_failed = True
             raise
         if progress is not None:
-            progress.bytes_sent += len(data) if isinstance(data, bytes | bytearray) else 1
+            progress.bytes_sent += len(data) if isinstance(data, _BYTES) else 1
 
     def getresponse(self) -> Any:
         progress = current.get()
@@ -220,7 +220,7 @@ class _Body:
         self._position = 0
         self._stream: _OnceIterable | None = None
         body: Any = request.body
-        if body is None or isinstance(body, bytes | str):
+        if body is None or isinstance(body, (bytes, str)):  # a tuple: no union built per call
             return
         if hasattr(body, "read"):
             try:
@@ -244,6 +244,14 @@ class _Body:
         except (AttributeError, OSError):
             return False
         return True
+
+
+def _always() -> bool:
+    return True
+
+
+#: a tuple, not ``bytes | bytearray``: a union written in a call is built at every call
+_BYTES = (bytes, bytearray)
 
 
 def _keep_alive(response: requests.Response) -> str | None:
@@ -379,7 +387,6 @@ class RetryAdapter(HTTPAdapter):
         cert: Any = None,
         proxies: Any = None,
     ) -> requests.Response:
-        body = _Body(request)
         url = request.url or ""
         buffered = not stream
         exchange = Exchange(
@@ -388,7 +395,7 @@ class RetryAdapter(HTTPAdapter):
             url,
             request.headers,
             buffered=buffered,
-            replayable=body.replay,
+            replayable=_always if request.body is None else _Body(request).replay,
             limits=self.idle_limits,
             guards=self.guards,
         )
@@ -396,7 +403,8 @@ class RetryAdapter(HTTPAdapter):
         def attempt(a: AttemptContext) -> requests.Response:
             progress, token = exchange.begin(a)
             try:
-                response = super(RetryAdapter, self).send(
+                response = HTTPAdapter.send(
+                    self,
                     request,
                     stream=stream,
                     timeout=timeout,
