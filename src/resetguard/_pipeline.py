@@ -31,7 +31,9 @@ R = TypeVar("R")
 
 
 def _check_protocol(value: object, what: str, methods: tuple[str, ...]) -> None:
-    if not all(callable(getattr(value, m, None)) for m in methods):
+    if not all(callable(getattr(value, m, None)) for m in methods) or (
+        what == "breaker" and not hasattr(value, "_timed")
+    ):
         raise TypeError(f"{what} must be a resetguard {what.title()}-like object, got {value!r}")
 
 
@@ -74,7 +76,7 @@ class Pipeline(Decorates):
     def with_breaker(self, breaker: BreakerLike | None) -> Pipeline:
         """Guard every attempt with ``breaker`` (a :class:`~resetguard.CircuitBreaker`)."""
         if breaker is not None:
-            _check_protocol(breaker, "breaker", ("_acquire", "_release", "_timed"))
+            _check_protocol(breaker, "breaker", ("_acquire", "_release"))
         return Pipeline(replace(self.policy, breaker=breaker))
 
     def with_retry(self, policy: Retry | None = None, /, **options: Any) -> Pipeline:
