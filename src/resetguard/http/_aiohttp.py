@@ -27,9 +27,9 @@ from .._drivers import AttemptContext, adrive_first
 from .._events import _registry
 from .._retry import Retry
 from ._guards import OriginGuards
-from ._idle import IdleLimits, announce
+from ._idle import IdleLimits, announce, expires_at
 from ._rules import HTTPPolicy
-from ._run import Exchange, current, resolve_policy
+from ._run import Exchange, always, current, resolve_policy
 
 __all__ = ["DEFAULT_TIMEOUT", "RequestContext", "RetrySession"]
 
@@ -82,7 +82,7 @@ class _Connector(aiohttp.TCPConnector):
             if not proto.is_connected():
                 self._rg_limits.closed(origin, idle)  # the server closed it while idle
                 announce("aiohttp", "closed", origin, idle)
-            elif limit is not None and idle > limit:
+            elif (due := expires_at(released, released, limit, None)) is not None and now > due:
                 announce("aiohttp", "expired", origin, idle)
             else:
                 return idle
@@ -249,7 +249,7 @@ def _replayable(kwargs: Mapping[str, Any]) -> Callable[[], bool]:
     """
     data = kwargs.get("data")
     if data is None or isinstance(data, bytes | bytearray | str):
-        return _always
+        return always
     if isinstance(data, io.IOBase):
         return _rewinder([(data, data.tell())]) if _seekable(data) else _never
     values = _form_values(data)
@@ -261,12 +261,8 @@ def _replayable(kwargs: Mapping[str, Any]) -> Callable[[], bool]:
     if not all(_seekable(f) for f in files):
         return _never  # a pipe or a stream inside the form: sent once
     if not files:
-        return _always
+        return always
     return _rewinder([(f, f.tell()) for f in files])
-
-
-def _always() -> bool:
-    return True
 
 
 def _never() -> bool:

@@ -29,7 +29,7 @@ from . import _reaper
 from ._guards import OriginGuards
 from ._idle import IdleLimits, announce, expires_at
 from ._rules import HTTPPolicy, Progress
-from ._run import Exchange, current, resolve_policy
+from ._run import Exchange, always, current, resolve_policy
 
 __all__ = [
     "BUFFER_EXTENSION",
@@ -432,15 +432,11 @@ def _exchange(transport: _Base, request: httpx.Request, buffered: bool) -> Excha
         request.url,
         request.headers,
         buffered=buffered,
-        replayable=_always if body is None else lambda: not body.started,
+        replayable=always if body is None else lambda: not body.started,
         limits=transport.idle_limits,
         guards=transport.guards,
         origin=_origin(request.url),
     )
-
-
-def _always() -> bool:
-    return True
 
 
 def _keep_alive(response: httpx.Response) -> str | None:
@@ -625,10 +621,7 @@ class RetryTransport(_Base, httpx.BaseTransport):
             return
         limit = self.idle_limits.limit(origin)
         if limit is not None:
-            when = _monotonic() + limit + _REAP_SLACK
-            due = self._reap_due
-            if due is None or due > when:  # else the earlier wake-up reschedules itself
-                _reaper.schedule(self, when)
+            _reaper.schedule(self, _monotonic() + limit + _REAP_SLACK)
 
     def _reap(self) -> float | None:
         """Close the idle connections past their limit; when to look again (None: never)."""

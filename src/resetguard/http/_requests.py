@@ -28,7 +28,7 @@ from . import _reaper
 from ._guards import OriginGuards
 from ._idle import IdleLimits, announce, expires_at
 from ._rules import HTTPPolicy, Progress
-from ._run import Exchange, current, resolve_policy
+from ._run import Exchange, always, current, resolve_policy
 
 __all__ = ["DEFAULT_TIMEOUT", "RetryAdapter", "Session"]
 
@@ -246,10 +246,6 @@ class _Body:
         return True
 
 
-def _always() -> bool:
-    return True
-
-
 #: a tuple, not ``bytes | bytearray``: a union written in a call is built at every call
 _BYTES = (bytes, bytearray)
 
@@ -395,7 +391,7 @@ class RetryAdapter(HTTPAdapter):
             url,
             request.headers,
             buffered=buffered,
-            replayable=_always if request.body is None else _Body(request).replay,
+            replayable=always if request.body is None else _Body(request).replay,
             limits=self.idle_limits,
             guards=self.guards,
         )

@@ -44,6 +44,7 @@ __all__ = [
     "STALE_REPLAYS",
     "Exchange",
     "RetryableStatus",
+    "always",
     "current",
     "outcome_unknown",
     "resolve_policy",
@@ -68,6 +69,11 @@ class RetryableStatus(ResetGuardError):
         super().__init__(f"HTTP {status}")
         self.status = status
         self.retry_after = retry_after
+
+
+def always() -> bool:
+    """The ``replayable`` of a request whose body can always be sent again (none, or bytes)."""
+    return True
 
 
 def resolve_policy(policy: HTTPPolicy | None, retry: Retry | None) -> HTTPPolicy:
