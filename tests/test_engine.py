@@ -402,6 +402,46 @@ def test_patience_waits_for_an_open_breakers_next_probe() -> None:
     assert breaker.state is resetguard.CircuitState.CLOSED
 
 
+@pytest.mark.parametrize("shape", ["sync", "async"])
+def test_an_open_breakers_probe_paces_the_retries_not_the_backoff(shape: str) -> None:
+    # A backoff of 3 s against a breaker that probes after 0.5 s: sleeping the backoff
+    # would sleep through the server's return (found as a flaky restart test).
+    fake = FakeTime()
+    breaker = CircuitBreaker(
+        "dep", failure_threshold=1, open_duration=0.5, jitter=0, clock=fake.clock
+    )
+    slow = resetguard.Backoff.constant(3.0)
+    policy = Retry(breaker=breaker, patience=5.0, backoff=slow, **fake.options())
+    runs: list[float] = []
+
+    def call() -> str:
+        runs.append(fake.now)
+        if len(runs) < 3:
+            raise _refused()
+        return "up"
+
+    async def acall() -> str:
+        return call()
+
+    result = policy.call(call) if shape == "sync" else asyncio.run(policy.acall(acall))
+    assert result == "up"
+    assert fake.sleeps == [0.5, 1.0]  # each wait is the breaker's open period, doubling
+    assert [t - runs[0] for t in runs] == [0.0, 0.5, 1.5]
+
+
+def test_a_probe_beyond_patience_gives_up_without_sleeping() -> None:
+    fake = FakeTime()
+    breaker = CircuitBreaker(
+        "dep", failure_threshold=2, open_duration=10, jitter=0, clock=fake.clock
+    )
+    policy = Retry(breaker=breaker, attempts=5, patience=3.0, **fake.options())
+    with pytest.raises(ConnectionRefusedError) as info:
+        policy.call(_raise_refused)  # the 2nd failure opens it for 10 s: beyond patience
+    assert len(resetguard.history(info.value)) == 2
+    assert len(fake.sleeps) == 1  # only the backoff before the 2nd attempt
+    assert "circuit breaker open" in "\n".join(getattr(info.value, "__notes__", []))
+
+
 def test_an_open_period_beyond_patience_fails_at_once() -> None:
     fake = FakeTime()
     breaker = CircuitBreaker(

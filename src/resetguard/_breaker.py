@@ -274,7 +274,9 @@ SERVER_BREAKER = BreakerPolicy(
 #: when the breaker opened at once and the third probe came before a server slow to listen
 #: again; 3 s was measured too short: a restart was surfaced when the breaker opened
 #: 0.75 s in.) Two restarts less than the open period apart are one longer outage to the
-#: breaker, which may not probe while the server is briefly up.
+#: breaker, which may not probe while the server is briefly up. The arithmetic holds because
+#: a retry waits for the breaker's next probe, not for its own backoff: a backoff of 2.6 s
+#: slept past the probe that would have met the server back, into its next restart.
 SERVER_PATIENCE = 5.0
 
 
@@ -730,6 +732,14 @@ class CircuitBreaker:
         return "local"
 
     # ------------------------------------------------------------------ engine interface
+
+    def _probe_in(self) -> float | None:
+        """Seconds until the open breaker lets a probe through (0.0: due now), or None when
+        it is not open or is isolated. A hint read without the lock: a retry waits for it
+        rather than for its own backoff, since the breaker refuses every attempt before it."""
+        if self._sg & 3 != _OPEN or self._isolated:
+            return None
+        return max(0.0, self._open_until - self._clock())
 
     def _acquire(self) -> int:
         """Admit one attempt or raise :class:`CircuitOpen`; returns the ticket for ``_release``.

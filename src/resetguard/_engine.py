@@ -421,8 +421,8 @@ class Run:
         raise last
 
     def _patient_wait(self, refusal: Rejected) -> float | None:
-        if not self.patience or not _clock._switch.enabled:
-            return None  # with waits switched off (tests), nothing would pass the time
+        if not self.patience:
+            return None
         wait = refusal.retry_after
         if wait is None:
             # no reopening time: isolated (wait forever) or a half-open probe under way
@@ -430,7 +430,12 @@ class Run:
             if getattr(state, "value", None) != "half_open":
                 return None
             wait = _PROBE_POLL
-        elapsed = self._clock() - self.start
+        return self._patient_wait_for(wait, self._clock() - self.start)
+
+    def _patient_wait_for(self, wait: float, elapsed: float) -> float | None:
+        """``wait`` if it ends within the call's patience and deadline, else None."""
+        if not _clock._switch.enabled:
+            return None  # with waits switched off (tests), nothing would pass the time
         deadline = self.policy.deadline
         if elapsed + wait > self.patience or (deadline is not None and elapsed + wait > deadline):
             return None
@@ -581,6 +586,17 @@ class Run:
             delay = p.backoff.delay(tries, self.previous_delay, p.random or _clock.uniform)
             if asked is not None and math.isfinite(asked) and asked >= 0:
                 delay = asked
+            breaker = self.breaker
+            if breaker is not None and self.patience:
+                probe = breaker._probe_in()
+                if probe is not None:
+                    # Open: the breaker refuses every attempt before its probe, and a
+                    # backoff that sleeps past the probe sleeps through a server's return
+                    # (a restart ridden out late can run into the next one).
+                    if self._patient_wait_for(probe, elapsed) is None:
+                        self._give_up(exc, failure, elapsed, "breaker", annotate=annotate)
+                        return None
+                    delay = probe if asked is None else max(delay, probe)
             if deadline is not None:
                 remaining = deadline - elapsed
                 if remaining <= 0:

@@ -76,7 +76,7 @@ class Pipeline(Decorates):
     def with_breaker(self, breaker: BreakerLike | None) -> Pipeline:
         """Guard every attempt with ``breaker`` (a :class:`~resetguard.CircuitBreaker`)."""
         if breaker is not None:
-            _check_protocol(breaker, "breaker", ("_acquire", "_release"))
+            _check_protocol(breaker, "breaker", ("_acquire", "_release", "_probe_in"))
         return Pipeline(replace(self.policy, breaker=breaker))
 
     def with_retry(self, policy: Retry | None = None, /, **options: Any) -> Pipeline:

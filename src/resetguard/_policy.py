@@ -64,6 +64,8 @@ class BreakerLike(Protocol):
 
     def _release(self, ticket: int, error: BaseException | None, duration: float) -> None: ...
 
+    def _probe_in(self) -> float | None: ...
+
 
 class BudgetLike(Protocol):
     """What the engine needs from a retry budget (see :class:`resetguard.RetryBudget`)."""

@@ -41,7 +41,7 @@ class Retry(RetryPolicy):
             request (connection refused, connect timeout: nothing was sent) is waited for:
             such failures do not spend ``attempts``, and an open ``breaker``'s next probe
             is awaited when it falls within the patience and the deadline. ``0`` (default
-            here; :mod:`resetguard.http` clients use 3 s): neither.
+            here; :mod:`resetguard.http` clients use 5 s): neither.
         retry_after: hook returning a server-requested delay for an exception (e.g. from a
             ``Retry-After`` header) or ``None``; it overrides the backoff, clamped to the deadline.
         breaker, budget: a :class:`~resetguard.CircuitBreaker` / :class:`~resetguard.RetryBudget`.

@@ -174,8 +174,15 @@ class FaultServer:
                 return
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
-                self.connections += 1
-                self._socks.add(sock)
+                # stop() sets the flag before it takes the sockets under this lock: one
+                # accepted after that is reset here, never left open with nobody serving it
+                stopping = self._stop.is_set()
+                if not stopping:
+                    self.connections += 1
+                    self._socks.add(sock)
+            if stopping:
+                _rst(sock)
+                return
             t = threading.Thread(target=self._serve, args=(sock,), daemon=True)
             t.start()
             self._threads.append(t)

@@ -169,9 +169,13 @@ def test_requests_interrupted_probe_gives_its_slot_back(unused_port: int) -> Non
 
 
 def _refusing(fake: FakeTime) -> tuple[CircuitBreaker, HTTPPolicy]:
-    """The first failure opens the breaker, which then refuses the scheduled retry."""
+    """The first failure opens the breaker, which then refuses the scheduled retry.
+
+    No patience: with it, a probe 30 s away is known to be out of reach before any sleep,
+    and the request gives up at once (tests/test_engine.py covers that)."""
     breaker = CircuitBreaker("refuse", failure_threshold=1, jitter=0, clock=fake.clock)
-    return breaker, HTTPPolicy(retry=Retry(attempts=3, breaker=breaker, **fake.options()))
+    retry = Retry(attempts=3, breaker=breaker, **fake.options())
+    return breaker, HTTPPolicy(retry=retry, patience=0)
 
 
 def _check_refused_retry(error: BaseException, breaker: CircuitBreaker, fake: FakeTime) -> None:
