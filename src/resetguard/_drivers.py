@@ -19,8 +19,8 @@ around it, and the call's run is built from a :class:`RunPlan` when it is needed
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from types import TracebackType
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType, TracebackType
 from typing import Any, Protocol, TypeVar
 
 from . import _clock
@@ -37,6 +37,9 @@ __all__ = [
     "drive",
     "drive_first",
 ]
+
+#: No keyword arguments (read-only: ``**`` copies it for each call).
+_NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 R = TypeVar("R")
 _new = object.__new__
@@ -301,7 +304,7 @@ def drive(
     fn: Callable[..., R],
     resolve: Resolve | None = None,
     args: tuple[Any, ...] | None = None,
-    kwargs: dict[str, Any] | None = None,
+    kwargs: Mapping[str, Any] = _NO_KWARGS,
 ) -> R:
     """Run ``fn(attempt)`` until the engine says the call is over; return its result.
 
@@ -314,7 +317,7 @@ def drive(
         _resolving(run, resolve)
     while (attempt := _begin(run)) is not None:
         try:
-            result = fn(attempt) if args is None else fn(*args, **(kwargs or {}))
+            result = fn(attempt) if args is None else fn(*args, **kwargs)
         except BaseException as exc:
             if not attempt.__exit__(type(exc), exc, exc.__traceback__):
                 raise
@@ -333,14 +336,14 @@ async def adrive(
     fn: Callable[..., Awaitable[R]],
     resolve: Resolve | None = None,
     args: tuple[Any, ...] | None = None,
-    kwargs: dict[str, Any] | None = None,
+    kwargs: Mapping[str, Any] = _NO_KWARGS,
 ) -> R:
     """The async twin of :func:`drive` (asyncio or trio; cancellation is never caught)."""
     if resolve is not None:
         _resolving(run, resolve)
     while (attempt := await _abegin(run)) is not None:
         try:
-            result = await (fn(attempt) if args is None else fn(*args, **(kwargs or {})))
+            result = await (fn(attempt) if args is None else fn(*args, **kwargs))
         except BaseException as exc:
             if not await attempt.__aexit__(type(exc), exc, exc.__traceback__):
                 raise

@@ -31,7 +31,7 @@ from ._events import (
     _registry,
     emit,
 )
-from ._exceptions import BudgetExhausted, OutcomeUnknown, Rejected
+from ._exceptions import FINAL_ATTR, OUTCOME_ATTR, BudgetExhausted, OutcomeUnknown, Rejected
 from ._policy import BreakerLike, BudgetLike, RetryPolicy
 
 if TYPE_CHECKING:
@@ -54,11 +54,8 @@ _INFO, _WARNING = logging.INFO, logging.WARNING
 #: ``Run.value`` until a resolve hook settles the call with ``Resolution.done(value)``.
 NO_VALUE: Any = object()
 _HISTORY_ATTR: Final = "__resetguard_history__"
-_OUTCOME_ATTR: Final = "__resetguard_outcome_unknown__"
 #: How far :func:`outcome_unknown` follows ``__cause__``: wrappers rarely nest deeper.
 _CAUSE_DEPTH = 8
-#: Failures that are final by their type: resetguard's refusals and unknown outcomes.
-_FINAL: Final = (Rejected, OutcomeUnknown)
 #: How often a patient call looks again while another call holds the half-open probe: a
 #: probe answers in a round trip or fails at once on a refused connection.
 _PROBE_POLL = 0.05
@@ -115,15 +112,16 @@ def outcome_unknown(exc: BaseException) -> bool:
     for _ in range(_CAUSE_DEPTH):
         if current is None:
             return False
-        if isinstance(current, OutcomeUnknown) or getattr(current, _OUTCOME_ATTR, False):
+        if getattr(current, OUTCOME_ATTR, False):  # OutcomeUnknown, or marked
             return True
         current = current.__cause__
     return False
 
 
 def _mark_unknown(exc: BaseException) -> None:
-    try:  # noqa: SIM105 - a try costs nothing here
-        setattr(exc, _OUTCOME_ATTR, True)
+    try:
+        setattr(exc, OUTCOME_ATTR, True)
+        setattr(exc, FINAL_ATTR, True)
     except AttributeError:  # an exception without __dict__ cannot carry the mark
         pass
 
@@ -489,11 +487,8 @@ class Run:
                     elapsed=elapsed,
                 )
             )
-        if isinstance(exc, _FINAL) or (
-            # outcome_unknown()'s own test of ``exc``, asked first: with no cause to follow
-            # and no mark, the answer is False without the call
-            (exc.__cause__ is not None or getattr(exc, _OUTCOME_ATTR, False))
-            and outcome_unknown(exc)
+        if getattr(exc, FINAL_ATTR, False) or (
+            exc.__cause__ is not None and outcome_unknown(exc)
         ):
             # resetguard's own refusals and unknown outcomes are final: retrying a
             # refusal defeats the breaker or budget, retrying an unknown outcome may
@@ -583,7 +578,13 @@ class Run:
             if tries - self.patient >= p.attempts:
                 self._give_up(exc, failure, elapsed, "attempts", annotate=annotate)
                 return None
-            delay = p.backoff.delay(tries, self.previous_delay, p.random or _clock.uniform)
+            backoff = p.backoff
+            # Backoff.none() (cap 0) waits for nothing: no call to be told so
+            delay = (
+                backoff.delay(tries, self.previous_delay, p.random or _clock.uniform)
+                if backoff.cap
+                else 0.0
+            )
             if asked is not None and math.isfinite(asked) and asked >= 0:
                 delay = asked
             breaker = self.breaker
