@@ -212,7 +212,8 @@ class Attempts:
         current = self._current
         if current is not None and not current._exited:
             _not_entered()
-        self._current = attempt = _begin(self._run)
+        run = self._run
+        self._current = attempt = _attempt(run) if _begin(run) else None
         return attempt
 
     async def aadvance(self) -> AttemptContext | None:
@@ -220,7 +221,8 @@ class Attempts:
         current = self._current
         if current is not None and not current._exited:
             _not_entered()
-        self._current = attempt = await _abegin(self._run)
+        run = self._run
+        self._current = attempt = _attempt(run) if await _abegin(run) else None
         return attempt
 
     def __iter__(self) -> Attempts:
@@ -250,11 +252,11 @@ class Attempts:
             self._run.release(error)
 
 
-def _begin(run: Run) -> AttemptContext | None:
+def _begin(run: Run) -> bool:
     """The loop's step: sleep the engine's delay, take the breaker's ticket (waiting for it
-    when the engine says so), hand out the next attempt; None once the call is over."""
+    when the engine says so); False once the call is over."""
     if run.done:
-        return None
+        return False
     delay = run.delay
     if delay > 0:
         run.delay = 0.0
@@ -262,15 +264,13 @@ def _begin(run: Run) -> AttemptContext | None:
     if run.breaker is not None:
         while (wait := run.admit()) is not None:
             (run.policy.sleep or time.sleep)(wait)
-    attempt = _new(AttemptContext)
-    attempt._run, attempt.number = run, run.attempt
-    return attempt
+    return True
 
 
-async def _abegin(run: Run) -> AttemptContext | None:
+async def _abegin(run: Run) -> bool:
     """The async twin of :func:`_begin`: waits in the running event loop."""
     if run.done:
-        return None
+        return False
     delay = run.delay
     if delay > 0:
         run.delay = 0.0
@@ -278,6 +278,11 @@ async def _abegin(run: Run) -> AttemptContext | None:
     if run.breaker is not None:
         while (wait := run.admit()) is not None:
             await (run.policy.async_sleep or _clock.async_sleep)(wait)
+    return True
+
+
+def _attempt(run: Run) -> AttemptContext:
+    """The run's next attempt (built without ``__init__``: one frame less)."""
     attempt = _new(AttemptContext)
     attempt._run, attempt.number = run, run.attempt
     return attempt
@@ -315,19 +320,24 @@ def drive(
     """
     if resolve is not None:
         _resolving(run, resolve)
-    while (attempt := _begin(run)) is not None:
+    while _begin(run):
+        # A function called with ``args`` never sees its attempt: one is built only if
+        # it fails, for __exit__ to decide.
+        attempt = _attempt(run) if args is None else None
         try:
             result = fn(attempt) if args is None else fn(*args, **kwargs)
         except BaseException as exc:
-            if not attempt.__exit__(type(exc), exc, exc.__traceback__):
+            if not (attempt or _attempt(run)).__exit__(type(exc), exc, exc.__traceback__):
                 raise
         else:  # what __exit__ does on success, spelled out (two frames less)
-            attempt._exited = True
             if run.breaker is not None:
                 run.release(None)
-            if not attempt.retrying:  # else the result is retried: another attempt follows
-                run.succeeded()
-                return result
+            if attempt is not None:
+                attempt._exited = True
+                if attempt.retrying:  # the result is retried: another attempt follows
+                    continue
+            run.succeeded()
+            return result
     return _settled(run)  # type: ignore[no-any-return]
 
 
@@ -341,19 +351,23 @@ async def adrive(
     """The async twin of :func:`drive` (asyncio or trio; cancellation is never caught)."""
     if resolve is not None:
         _resolving(run, resolve)
-    while (attempt := await _abegin(run)) is not None:
+    while await _abegin(run):
+        attempt = _attempt(run) if args is None else None  # as in drive()
         try:
             result = await (fn(attempt) if args is None else fn(*args, **kwargs))
         except BaseException as exc:
-            if not await attempt.__aexit__(type(exc), exc, exc.__traceback__):
+            exit_ = (attempt or _attempt(run)).__aexit__
+            if not await exit_(type(exc), exc, exc.__traceback__):
                 raise
         else:  # what __exit__ does on success, spelled out (two frames less)
-            attempt._exited = True
             if run.breaker is not None:
                 run.release(None)
-            if not attempt.retrying:  # else the result is retried: another attempt follows
-                run.succeeded()
-                return result
+            if attempt is not None:
+                attempt._exited = True
+                if attempt.retrying:  # the result is retried: another attempt follows
+                    continue
+            run.succeeded()
+            return result
     return _settled(run)  # type: ignore[no-any-return]
 
 
