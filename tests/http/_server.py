@@ -282,21 +282,25 @@ class FaultServer:
         sock.settimeout(5)
         try:
             if chunked:
-                data = rest
-                while not data.endswith(b"0\r\n\r\n"):
+                # Chunk by chunk: waiting for the data to end in "0\r\n\r\n" stopped early
+                # when a read ended inside a chunk that ends so (a form part's headers,
+                # "Content-Length: 100\r\n\r\n"), and the parse then failed.
+                data, body = rest, b""
+                while True:
+                    size_line, found, tail = data.partition(b"\r\n")
+                    if found:
+                        size = int(size_line.split(b";")[0], 16)
+                        if len(tail) >= size + 2:
+                            if size == 0:
+                                return body, tail[2:]
+                            body += tail[:size]
+                            data = tail[size + 2 :]
+                            continue
                     more = sock.recv(65536)
                     if not more:
                         self._close(sock, rst=False)
                         return None, b""
                     data += more
-                body = b""
-                while True:
-                    size_line, _, data = data.partition(b"\r\n")
-                    size = int(size_line.split(b";")[0], 16)
-                    if size == 0:
-                        return body, data[2:]
-                    body += data[:size]
-                    data = data[size + 2 :]
             while len(rest) < length:
                 more = sock.recv(65536)
                 if not more:
