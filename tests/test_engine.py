@@ -455,14 +455,20 @@ def test_an_open_period_beyond_patience_fails_at_once() -> None:
     assert fake.sleeps == []
 
 
-@pytest.mark.parametrize("shape", ["sync", "async"])
-def test_the_decorators_first_attempt_waits_for_an_open_breakers_probe(shape: str) -> None:
-    fake = FakeTime()
+def _opened_breaker(fake: FakeTime) -> CircuitBreaker:
+    """A breaker opened for 0.5 s by one refused call."""
     breaker = CircuitBreaker(
         "dep", failure_threshold=1, open_duration=0.5, jitter=0, clock=fake.clock
     )
     with pytest.raises(ConnectionRefusedError):
         Retry(breaker=breaker, attempts=1, **fake.options()).call(_raise_refused)
+    return breaker
+
+
+@pytest.mark.parametrize("shape", ["sync", "async"])
+def test_the_decorators_first_attempt_waits_for_an_open_breakers_probe(shape: str) -> None:
+    fake = FakeTime()
+    breaker = _opened_breaker(fake)
     assert breaker.state is resetguard.CircuitState.OPEN  # the next call is refused at once…
     patient = resetguard.retry(breaker=breaker, patience=3.0, **fake.options())
     if shape == "sync":
@@ -593,11 +599,7 @@ def test_drive_first_an_unsafe_first_failure_is_not_rerun(shape: str) -> None:
 @pytest.mark.parametrize("shape", ["sync", "async"])
 def test_drive_first_a_refused_first_attempt_waits_for_the_probe_or_raises(shape: str) -> None:
     fake = FakeTime()
-    breaker = CircuitBreaker(
-        "dep", failure_threshold=1, open_duration=0.5, jitter=0, clock=fake.clock
-    )
-    with pytest.raises(ConnectionRefusedError):
-        Retry(breaker=breaker, attempts=1, **fake.options()).call(_raise_refused)
+    breaker = _opened_breaker(fake)
     impatient = _Plan(Retry(**fake.options()), fake, breaker)
     with pytest.raises(CircuitOpen):
         _drive_first(shape, impatient, lambda attempt: "never")

@@ -30,13 +30,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _check_protocol(value: object, what: str, methods: tuple[str, ...]) -> None:
-    if not all(callable(getattr(value, m, None)) for m in methods) or (
-        what == "breaker" and not hasattr(value, "_timed")
-    ):
-        raise TypeError(f"{what} must be a resetguard {what.title()}-like object, got {value!r}")
-
-
 @dataclass(frozen=True, slots=True)
 class Pipeline(Decorates):
     """deadline → budget → breaker → retry, built step by step, immutable once built.
@@ -69,14 +62,10 @@ class Pipeline(Decorates):
 
     def with_budget(self, budget: BudgetLike | None) -> Pipeline:
         """Make every retry ask ``budget`` (a :class:`~resetguard.RetryBudget`) first."""
-        if budget is not None:
-            _check_protocol(budget, "budget", ("_deposit", "_withdraw"))
         return Pipeline(replace(self.policy, budget=budget))
 
     def with_breaker(self, breaker: BreakerLike | None) -> Pipeline:
         """Guard every attempt with ``breaker`` (a :class:`~resetguard.CircuitBreaker`)."""
-        if breaker is not None:
-            _check_protocol(breaker, "breaker", ("_acquire", "_release", "_probe_in"))
         return Pipeline(replace(self.policy, breaker=breaker))
 
     def with_retry(self, policy: Retry | None = None, /, **options: Any) -> Pipeline:

@@ -81,6 +81,21 @@ class BudgetLike(Protocol):
     def retry_after(self) -> float | None: ...
 
 
+#: What the engine calls on a breaker and a budget (:class:`BreakerLike`, :class:`BudgetLike`).
+_BREAKER_CALLS = ("_acquire", "_release", "_probe_in")
+_BUDGET_CALLS = ("_deposit", "_withdraw")
+
+
+def _check_guard(
+    value: object, what: str, calls: tuple[str, ...], attrs: tuple[str, ...], kind: str
+) -> None:
+    """A policy's breaker or budget has all the engine uses (else it fails mid-call)."""
+    if not all(callable(getattr(value, name, None)) for name in calls) or not all(
+        hasattr(value, name) for name in attrs
+    ):
+        raise TypeError(f"{what} must be a resetguard.{kind}, got {value!r}")
+
+
 def _check_on(on: object) -> None:
     if on is None:
         return
@@ -144,10 +159,10 @@ class RetryPolicy:
         object.__setattr__(self, "kinds", frozenset(converted))
         if self.idempotent is not None and not isinstance(self.idempotent, bool):
             raise TypeError(f"idempotent must be True, False or None, got {self.idempotent!r}")
-        if self.breaker is not None and not callable(getattr(self.breaker, "_acquire", None)):
-            raise TypeError(f"breaker must be a resetguard.CircuitBreaker, got {self.breaker!r}")
-        if self.budget is not None and not callable(getattr(self.budget, "_withdraw", None)):
-            raise TypeError(f"budget must be a resetguard.RetryBudget, got {self.budget!r}")
+        if self.breaker is not None:
+            _check_guard(self.breaker, "breaker", _BREAKER_CALLS, ("_timed",), "CircuitBreaker")
+        if self.budget is not None:
+            _check_guard(self.budget, "budget", _BUDGET_CALLS, (), "RetryBudget")
         for hook in (
             "retry_after",
             "on_retry",

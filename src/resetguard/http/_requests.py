@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import requests
@@ -210,18 +210,24 @@ class _OnceIterable:
         yield from self._inner
 
 
+def _replayable(request: requests.PreparedRequest) -> Callable[[], bool]:
+    """Whether the request's body can be sent again, asked before each replay: always for
+    none or bytes; a file is rewound; an iterable is sent once."""
+    body: Any = request.body  # typed bytes | str | None, but files and iterables pass
+    if body is None or isinstance(body, (bytes, str)):  # a tuple: no union built per call
+        return always
+    return _Body(request, body).replay
+
+
 class _Body:
-    """Whether and how the request body can be sent again."""
+    """How a file or iterable request body can be sent again."""
 
     __slots__ = ("_file", "_position", "_stream")
 
-    def __init__(self, request: requests.PreparedRequest) -> None:
+    def __init__(self, request: requests.PreparedRequest, body: Any) -> None:
         self._file: Any = None
         self._position = 0
         self._stream: _OnceIterable | None = None
-        body: Any = request.body
-        if body is None or isinstance(body, (bytes, str)):  # a tuple: no union built per call
-            return
         if hasattr(body, "read"):
             try:
                 self._position = body.tell()
@@ -391,7 +397,7 @@ class RetryAdapter(HTTPAdapter):
             url,
             request.headers,
             buffered=buffered,
-            replayable=always if request.body is None else _Body(request).replay,
+            replayable=_replayable(request),
             limits=self.idle_limits,
             guards=self.guards,
         )
