@@ -69,7 +69,7 @@ def _wrap(p: Retry, fn: Callable[P, R]) -> Callable[P, R]:
                     if run is None:
                         raise
                     return await adrive(run, afn, None, args, kwargs)
-                settle(breaker, *opened, None)
+                settle(breaker, opened, None)
                 return result
 
             return async_wrapper  # type: ignore[return-value]
@@ -104,7 +104,7 @@ def _wrap(p: Retry, fn: Callable[P, R]) -> Callable[P, R]:
                 if run is None:
                     raise
                 return drive(run, fn, None, args, kwargs)
-            settle(breaker, *opened, None)
+            settle(breaker, opened, None)
             return result
 
         return wrapper

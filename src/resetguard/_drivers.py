@@ -392,7 +392,7 @@ def drive_first(plan: RunPlan, fn: Callable[[AttemptContext], R]) -> R:
         if run is None:
             raise
         return drive(run, fn)
-    settle(plan.breaker, *opened, None)
+    settle(plan.breaker, opened, None)
     run = attempt._run
     if run is None:
         return result
@@ -416,7 +416,7 @@ async def adrive_first(plan: RunPlan, fn: Callable[[AttemptContext], Awaitable[R
         if run is None:
             raise
         return await adrive(run, fn)
-    settle(plan.breaker, *opened, None)
+    settle(plan.breaker, opened, None)
     run = attempt._run
     if run is None:
         return result

@@ -260,19 +260,21 @@ def _add_note(exc: BaseException, note: str) -> None:
         notes.append(note)
 
 
-def settle(
-    breaker: BreakerLike | None, ticket: int, t0: float, error: BaseException | None
-) -> None:
-    """Hand a breaker ``ticket`` back: the attempt began at ``t0`` (the breaker's clock) and
-    ``error`` ended it (None: success). Used by :meth:`Run.release`, and by the decorator's
-    inlined first attempt, which builds no run unless that attempt fails."""
+#: A breaker's admission of one attempt: its ticket number and when the attempt began
+#: (by the breaker's clock; 0.0 when the breaker does not time calls).
+Ticket = tuple[int, float]
+
+
+def settle(breaker: BreakerLike | None, ticket: Ticket, error: BaseException | None) -> None:
+    """Hand a breaker ``ticket`` back: ``error`` ended the attempt (None: success). Used by
+    :meth:`Run.release`, and by the inlined first attempts, which build no run unless that
+    attempt fails."""
     if breaker is not None:
-        breaker._release(ticket, error, breaker._clock() - t0 if breaker._timed else 0.0)
+        number, t0 = ticket
+        breaker._release(number, error, breaker._clock() - t0 if breaker._timed else 0.0)
 
 
-def first_ticket(
-    breaker: BreakerLike | None, budget: BudgetLike | None
-) -> tuple[int, float] | Rejected:
+def first_ticket(breaker: BreakerLike | None, budget: BudgetLike | None) -> Ticket | Rejected:
     """Before a call's inlined first attempt: the budget counts the call and the breaker
     gives its ticket, as ``(ticket, t0)``; or the breaker's refusal, which the call's run
     then answers (:func:`first_refused`)."""
@@ -294,12 +296,12 @@ def first_refused(run: Run, refusal: Rejected) -> Run:
 
 
 def first_failed(
-    run: Run, ticket: tuple[int, float], exc: BaseException, facts: Facts | None = None
+    run: Run, ticket: Ticket, exc: BaseException, facts: Facts | None = None
 ) -> Run | None:
     """The inlined first attempt raised ``exc``: the ticket goes back, and ``run`` (the
     call's run, built now), told of the failure, continues the call; None when ``exc``
     must propagate as it is."""
-    settle(run.breaker, *ticket, exc)
+    settle(run.breaker, ticket, exc)
     if not isinstance(exc, Exception):
         return None  # cancellation or an interrupt: never retried
     return run if run.failed(exc, facts) is not None else None
@@ -340,8 +342,8 @@ class Run:
     done = False
     value: Any = NO_VALUE
     resolving: tuple[BaseException, Failure | None, float] | None = None
-    ticket = 0
-    t0 = 0.0
+    #: the breaker's ticket for the attempt under way, and when it began (breaker's clock)
+    ticket: Ticket = (0, 0.0)
     #: the resolve hook, set by the driver (sync, or a coroutine function for async runs)
     resolve: Callable[[BaseException], Any] | None = None
 
@@ -397,12 +399,11 @@ class Run:
         if breaker is None:
             return None
         try:
-            self.ticket = breaker._acquire()
+            number = breaker._acquire()
         except Rejected as refusal:
             error = refusal  # answered outside the handler: a raised error keeps its context
         else:
-            if breaker._timed:
-                self.t0 = breaker._clock()
+            self.ticket = (number, breaker._clock() if breaker._timed else 0.0)
             return None
         return self.refused(error)
 
@@ -445,7 +446,7 @@ class Run:
         Cancellation and interrupts included: a ticket never handed back keeps a half-open
         probe slot for good, and the breaker then refuses every later call.
         """
-        settle(self.breaker, self.ticket, self.t0, error)
+        settle(self.breaker, self.ticket, error)
 
     # ------------------------------------------------------------------ outcomes
 
