@@ -17,10 +17,12 @@ import time
 from collections.abc import Callable
 
 import httpx
+import pytest
 import requests
 
 from resetguard.demo import FlakyServer
 from resetguard.http import Client, HTTPPolicy, Session
+from tests.http._server import FaultServer
 
 REQUESTS = 25
 SPACING = (0.12, 0.18)  # what `resetguard demo --scenario idle` uses
@@ -121,3 +123,25 @@ def test_reaper_in_requests_session_spares_a_streamed_response():
         assert idle_sockets() == 1
         assert _wait_until(lambda: idle_sockets() == 0)
         assert server.stats.requests == 2
+
+
+def test_reaper_wakes_for_an_origin_whose_limit_is_lower_than_the_rest():
+    # The reaper is scheduled for the lowest limit in force: a connection to an origin
+    # that announced a short Keep-Alive is closed in time, although the other origin's
+    # connection (30 s limit) was pooled first and had the reaper sleeping far longer.
+    long_lived = FaultServer().start()
+    short = FaultServer(keep_alive_header="timeout=1.1").start()  # limit 0.1 s
+    try:
+        with Client(policy=HTTPPolicy(idle_timeout=30.0)) as client:
+            pool = client.retry_transport._inner._pool  # type: ignore[attr-defined]
+            assert client.get(f"{long_lived.url}/a").status_code == 200
+            for path in ("b", "c"):  # the first response teaches the hint
+                assert client.get(f"{short.url}/{path}").status_code == 200
+            assert client.idle_limits.limit(f"127.0.0.1:{short.port}") == pytest.approx(0.1)
+            assert {c._origin.port for c in pool.connections} == {long_lived.port, short.port}
+            # closed by the reaper, with no pool activity to trigger it
+            assert _wait_until(lambda: len(pool.connections) == 1)
+            assert [c._origin.port for c in pool.connections] == [long_lived.port]
+    finally:
+        short.stop()
+        long_lived.stop()

@@ -35,6 +35,23 @@ def test_configured_limit_and_keep_alive_hint():
     assert none.limit("a:80") == 4.0
 
 
+def test_floor_is_the_lowest_limit_in_force():
+    limits = IdleLimits(4.0)
+    assert limits.floor == 4.0
+    limits.hint("a:80", 3.0)
+    assert limits.floor == 2.0
+    limits.hint("b:80", 2.5)
+    assert limits.floor == 1.5
+    limits.forget("b:80")
+    assert limits.floor == 2.0
+    limits.forget()
+    assert limits.floor == 4.0
+    none = IdleLimits(None)
+    assert none.floor is None
+    none.hint("a:80", 5.0)
+    assert none.floor == 4.0
+
+
 def test_learning_needs_consistent_observations():
     limits = IdleLimits(4.0)
     limits.alive("a:80", 0.5)
@@ -100,16 +117,10 @@ class HttpRun:
         self.replayable = True
         self.markers: list[RetryableStatus] = []  # the statuses offered, in order
         headers = None if idempotent or method != "POST" else {}
-        exchange = Exchange(
-            policy,
-            method,
-            url,
-            headers,
-            buffered=True,
-            replayable=lambda: self.replayable,
-            limits=IdleLimits(policy.idle_timeout),
-            guards=OriginGuards(policy),
+        client = SimpleNamespace(
+            _policy=policy, idle_limits=IdleLimits(policy.idle_timeout), guards=OriginGuards(policy)
         )
+        exchange = Exchange(client, method, url, headers, True, lambda: self.replayable)
         assert exchange.idempotent is idempotent
         self.run = exchange.run()  # the request's engine run
 

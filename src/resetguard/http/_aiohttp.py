@@ -69,7 +69,8 @@ class _Connector(aiohttp.TCPConnector):
         here, with the origin's limit when lower, so what is left first is what aiohttp
         takes (nothing awaits in between).
         """
-        limit = self._rg_limits.limit(origin)
+        limits = self._rg_limits
+        limit = limits.overrides.get(origin, limits.idle_timeout)
         keepalive = self._keepalive_timeout
         if keepalive is not None and (limit is None or keepalive < limit):
             limit = keepalive
@@ -80,7 +81,7 @@ class _Connector(aiohttp.TCPConnector):
             proto, released = conns[0]
             idle: float = now - released
             if not proto.is_connected():
-                self._rg_limits.closed(origin, idle)  # the server closed it while idle
+                limits.closed(origin, idle)  # the server closed it while idle
                 announce("aiohttp", "closed", origin, idle)
             elif (due := expires_at(released, released, limit, None)) is not None and now > due:
                 announce("aiohttp", "expired", origin, idle)
@@ -373,16 +374,7 @@ class RetrySession:
         headers = kwargs.get("headers")
         if headers is not None and not isinstance(headers, Mapping):
             headers = dict(headers)
-        exchange = Exchange(
-            self._policy,
-            method,
-            str(url),
-            headers,
-            buffered=read,
-            replayable=_replayable(kwargs),
-            limits=self.idle_limits,
-            guards=self.guards,
-        )
+        exchange = Exchange(self, method, str(url), headers, read, _replayable(kwargs))
         session = self.session
 
         async def attempt(a: AttemptContext) -> aiohttp.ClientResponse:

@@ -69,9 +69,11 @@ def _limits(policy: HTTPPolicy, limits: httpx.Limits | None) -> httpx.Limits:
 
 
 def _origin(url: httpx.URL) -> str:
-    """``host:port`` (as :func:`~resetguard.http._idle.origin_of`), from the parsed URL."""
-    port = url.port or (443 if url.scheme == "https" else 80)
-    return f"{url.host}:{port}"
+    """``host:port`` as httpcore dials it (an IDN host in its ASCII form, as the
+    connection's own origin), from httpx's parse of the URL: ``URL.host`` would decode
+    the host again on every request."""
+    parsed = url._uri_reference
+    return f"{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
 
 
 # --------------------------------------------------------------------------- sockets
@@ -119,23 +121,6 @@ class _Conn:
                 announce("httpx", "reused", origin, idle)
         else:
             progress.reused = False
-
-    def readable(self, inner: Any) -> bool:
-        """httpcore asks before reusing an idle connection; True makes it discard the connection."""
-        now = _monotonic()
-        idle = now - self.last_used
-        limit = self.limits.limit(self.origin)
-        max_age = self.max_age
-        if (limit is not None and idle > limit) or (
-            max_age is not None and now - self.created > max_age
-        ):
-            announce("httpx", "expired", self.origin, idle)
-            return True
-        readable = bool(inner.get_extra_info("is_readable"))
-        if readable and self.uses:
-            self.limits.closed(self.origin, idle)  # the server closed it while idle
-            announce("httpx", "closed", self.origin, idle)
-        return readable
 
 
 def _read(conn: _Conn, data: bytes) -> None:
@@ -188,9 +173,27 @@ class _Stream(httpcore.NetworkStream):
         return _Stream(self._inner.start_tls(ssl_context, server_hostname, timeout), self._conn)
 
     def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":
-            return self._conn.readable(self._inner)
-        return self._inner.get_extra_info(info)
+        """httpcore asks ``is_readable`` before reusing an idle connection, and True makes
+        it discard the connection: the idle limit and max age are checked here too."""
+        inner = self._inner
+        if info != "is_readable":
+            return inner.get_extra_info(info)
+        conn = self._conn
+        now = _monotonic()
+        idle = now - conn.last_used
+        limits = conn.limits
+        limit = limits.overrides.get(conn.origin, limits.idle_timeout)
+        max_age = conn.max_age
+        if (limit is not None and idle > limit) or (
+            max_age is not None and now - conn.created > max_age
+        ):
+            announce("httpx", "expired", conn.origin, idle)
+            return True
+        readable = bool(inner.get_extra_info("is_readable"))
+        if readable and conn.uses:
+            limits.closed(conn.origin, idle)  # the server closed it while idle
+            announce("httpx", "closed", conn.origin, idle)
+        return readable
 
 
 class _AsyncStream(httpcore.AsyncNetworkStream):
@@ -232,10 +235,7 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
         inner = await self._inner.start_tls(ssl_context, server_hostname, timeout)
         return _AsyncStream(inner, self._conn)
 
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":
-            return self._conn.readable(self._inner)
-        return self._inner.get_extra_info(info)
+    get_extra_info = _Stream.get_extra_info  # the same (synchronous) check
 
 
 def _opened(origin: str) -> None:
@@ -426,16 +426,10 @@ def _track_body(request: httpx.Request) -> _OnceStream | None:
 def _exchange(transport: _Base, request: httpx.Request, buffered: bool) -> Exchange:
     """The request's translation for the engine (see :class:`~resetguard.http._run.Exchange`)."""
     body = _track_body(request)
+    url = request.url
+    replayable = always if body is None else lambda: not body.started
     return Exchange(
-        transport._policy,
-        request.method,
-        request.url,
-        request.headers,
-        buffered=buffered,
-        replayable=always if body is None else lambda: not body.started,
-        limits=transport.idle_limits,
-        guards=transport.guards,
-        origin=_origin(request.url),
+        transport, request.method, url, request.headers, buffered, replayable, _origin(url)
     )
 
 
@@ -615,13 +609,19 @@ class RetryTransport(_Base, httpx.BaseTransport):
             and hasattr(pool, "_optional_thread_lock")
         )
 
-    def _reap_later(self, origin: str | None) -> None:
-        """The pool may now hold an idle connection to ``origin``: close it once it expires."""
-        if not self._reapable or origin is None:
-            return
-        limit = self.idle_limits.limit(origin)
-        if limit is not None:
-            _reaper.schedule(self, _monotonic() + limit + _REAP_SLACK)
+    def _reap_later(self) -> None:
+        """The pool may now hold an idle connection: close it once it expires.
+
+        The reaper is woken when the lowest limit in force could first expire it; it then
+        sweeps and sleeps until the next connection's own due time. While it is already
+        due sooner (every request after the first), this is two reads and a clock.
+        """
+        floor = self.idle_limits.floor
+        if floor is not None and self._reapable:
+            when = _monotonic() + floor + _REAP_SLACK
+            due = self._reap_due
+            if due is None or due > when:
+                _reaper.schedule(self, when)
 
     def _reap(self) -> float | None:
         """Close the idle connections past their limit; when to look again (None: never)."""
@@ -629,7 +629,7 @@ class RetryTransport(_Base, httpx.BaseTransport):
         backend: _Backend = pool._network_backend
         closing = []
         with pool._optional_thread_lock:
-            # has_expired() on an idle connection asks _Conn.readable(): the same check
+            # has_expired() on an idle connection asks _Stream.get_extra_info(): the same check
             # (and the same learning) as when httpcore considers reusing it.
             for connection in list(pool._connections):
                 if connection.is_idle() and connection.has_expired():
@@ -665,7 +665,7 @@ class RetryTransport(_Base, httpx.BaseTransport):
                     _buffer(response)
             finally:
                 exchange.end(token)
-                self._reap_later(progress.peer)
+                self._reap_later()
             if exchange.answered(
                 a, progress, response.status_code, response.headers, _keep_alive(response)
             ):

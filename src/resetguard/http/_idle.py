@@ -146,19 +146,24 @@ class IdleLimits:
         learn: learn limits from connections the server closes while idle.
     """
 
-    __slots__ = ("_limits", "_lock", "_states", "idle_timeout", "learn")
+    __slots__ = ("_lock", "_states", "floor", "idle_timeout", "learn", "overrides")
 
     def __init__(self, idle_timeout: float | None, *, learn: bool = True) -> None:
         self.idle_timeout = idle_timeout
         self.learn = learn
         self._lock = threading.Lock()
         self._states: OrderedDict[str, _State] = OrderedDict()
-        # origin -> limit in force; only origins that differ from the default are stored
-        self._limits: dict[str, float | None] = {}
+        #: origin -> limit in force, for the origins whose limit is not ``idle_timeout``
+        #: (read only; ``overrides.get(origin, idle_timeout)`` is :meth:`limit` without
+        #: a call, for the checks made on every request)
+        self.overrides: dict[str, float | None] = {}
+        #: the lowest limit in force for any origin (None: no origin has one): no pooled
+        #: connection expires sooner than this after its last use
+        self.floor = idle_timeout
 
     def limit(self, origin: str) -> float | None:
         """The idle limit in force for ``origin``."""
-        return self._limits.get(origin, self.idle_timeout)
+        return self.overrides.get(origin, self.idle_timeout)
 
     def hint(self, origin: str, keep_alive_timeout: float) -> None:
         """The server announced ``Keep-Alive: timeout=keep_alive_timeout``."""
@@ -209,10 +214,11 @@ class IdleLimits:
         with self._lock:
             if origin is None:
                 self._states.clear()
-                self._limits.clear()
+                self.overrides.clear()
             else:
                 self._states.pop(origin, None)
-                self._limits.pop(origin, None)
+                self.overrides.pop(origin, None)
+            self._refloor()
 
     def snapshot(self) -> list[OriginIdle]:
         """What is known about every remembered origin."""
@@ -236,7 +242,8 @@ class IdleLimits:
         if state is None:
             if len(self._states) >= MAX_ORIGINS:
                 old, _ = self._states.popitem(last=False)
-                self._limits.pop(old, None)
+                if self.overrides.pop(old, None) is not None:
+                    self._refloor()
             state = self._states[origin] = _State()
         else:
             self._states.move_to_end(origin)
@@ -249,6 +256,12 @@ class IdleLimits:
             candidates.append(max(0.0, state.hint - KEEPALIVE_MARGIN))
         limit = min(candidates) if candidates else None
         if limit == self.idle_timeout:
-            self._limits.pop(origin, None)
+            self.overrides.pop(origin, None)
         else:
-            self._limits[origin] = limit
+            self.overrides[origin] = limit
+        self._refloor()
+
+    def _refloor(self) -> None:
+        """Caller holds the lock."""
+        limits = [x for x in (self.idle_timeout, *self.overrides.values()) if x is not None]
+        self.floor = min(limits) if limits else None

@@ -146,7 +146,8 @@ class _ExpiringPool:
         elif conn.sock is not None and conn._rg_last_used is not None:
             now = _monotonic()
             idle = now - conn._rg_last_used
-            limit = self._rg_limits.limit(origin)
+            limits = self._rg_limits
+            limit = limits.overrides.get(origin, limits.idle_timeout)
             due = expires_at(conn._rg_last_used, conn._rg_created, limit, self._rg_max_age)
             if due is not None and now > due:
                 conn.close()
@@ -337,9 +338,14 @@ class RetryAdapter(HTTPAdapter):
         if not pool._rg_watched:  # each pool belongs to one adapter (its classes do)
             pool._rg_watched = True
             self._pools.add(pool)
-        limit = self.idle_limits.limit(pool._rg_origin)
-        if limit is not None:
-            _reaper.schedule(self, _monotonic() + limit + _REAP_SLACK)
+        # As resetguard.http._httpx.RetryTransport._reap_later: woken by the lowest limit
+        # in force, the reaper sleeps until the next connection's own due time.
+        floor = self.idle_limits.floor
+        if floor is not None:
+            when = _monotonic() + floor + _REAP_SLACK
+            due = self._reap_due
+            if due is None or due > when:
+                _reaper.schedule(self, when)
 
     def _reap(self) -> float | None:
         """Called by the reaper thread: see :mod:`resetguard.http._reaper`."""
@@ -392,14 +398,7 @@ class RetryAdapter(HTTPAdapter):
         url = request.url or ""
         buffered = not stream
         exchange = Exchange(
-            self._policy,
-            request.method or "GET",
-            url,
-            request.headers,
-            buffered=buffered,
-            replayable=_replayable(request),
-            limits=self.idle_limits,
-            guards=self.guards,
+            self, request.method or "GET", url, request.headers, buffered, _replayable(request)
         )
 
         def attempt(a: AttemptContext) -> requests.Response:

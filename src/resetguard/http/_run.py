@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import _clock
@@ -42,6 +42,7 @@ from ._rules import (
 __all__ = [
     "STALE_KINDS",
     "STALE_REPLAYS",
+    "Client",
     "Exchange",
     "RetryableStatus",
     "always",
@@ -69,6 +70,15 @@ class RetryableStatus(ResetGuardError):
         super().__init__(f"HTTP {status}")
         self.status = status
         self.retry_after = retry_after
+
+
+class Client(Protocol):
+    """What an :class:`Exchange` reads from the transport that sends it (the same for
+    every request of a client)."""
+
+    _policy: HTTPPolicy
+    idle_limits: IdleLimits
+    guards: OriginGuards
 
 
 def always() -> bool:
@@ -130,25 +140,26 @@ class Exchange:
     run's :class:`~resetguard._engine.Judge` (Go's rules, from each attempt's
     :class:`Progress`). A transport's attempt calls :meth:`begin` before sending,
     :meth:`end` after, and :meth:`answered` with the response;
-    ``drive_first(exchange, attempt)`` runs it.
+    ``drive_first(exchange, attempt)`` runs it. ``client`` is the transport (its policy,
+    idle limits and guards); ``buffered``: the body is read inside the attempt;
+    ``replayable()``: the body can be sent again now.
     """
 
     _known_idempotent: bool | None = None  # worked out on first use
 
+    # Built for every request, so its arguments are positional: a class called with
+    # keyword arguments packs them into a dict first (about twice the cost of the call).
     def __init__(
         self,
-        policy: HTTPPolicy,
+        client: Client,
         method: str,
         url: object,
         headers: Mapping[str, str] | None,
-        *,
         buffered: bool,
         replayable: Callable[[], bool],
-        limits: IdleLimits,
-        guards: OriginGuards,
         origin: str | None = None,
     ) -> None:
-        self.http = policy
+        self.http = policy = client._policy
         #: ``host:port`` of the request's URL: the key of its breaker and of the limits it
         #: teaches when the attempt did not record the dialled peer
         self.origin = origin = origin or origin_of(str(url))
@@ -159,11 +170,11 @@ class Exchange:
         self.headers = headers
         self.buffered = buffered
         self.replayable = replayable
-        self.limits = limits
+        self.limits = client.idle_limits
         retry = policy.retry
         #: the breaker and budget guarding the request (the policy's own win)
-        self.breaker = retry.breaker or guards.breaker(origin)
-        self.budget = retry.budget or guards.budget
+        self.breaker = retry.breaker or client.guards.breaker(origin)
+        self.budget = retry.budget or client.guards.budget
         #: when the request began, by the retry policy's clock (the run's)
         self.start = (retry.clock or _clock.monotonic)()
 
