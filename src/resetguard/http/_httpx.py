@@ -84,6 +84,7 @@ class _Conn:
 
     __slots__ = (
         "__weakref__",
+        "checks_default",
         "closed",
         "created",
         "last_used",
@@ -93,10 +94,15 @@ class _Conn:
         "uses",
     )
 
-    def __init__(self, origin: str, limits: IdleLimits, max_age: float | None) -> None:
+    def __init__(
+        self, origin: str, limits: IdleLimits, max_age: float | None, checks_default: bool
+    ) -> None:
         self.origin = origin
         self.limits = limits
         self.max_age = max_age
+        #: False when httpcore's own keep-alive expiry already retires the connection at
+        #: the default limit (or sooner) and there is no max age: see get_extra_info
+        self.checks_default = checks_default
         self.created = self.last_used = _monotonic()
         self.uses = 0
         self.closed = False
@@ -179,18 +185,24 @@ class _Stream(httpcore.NetworkStream):
         if info != "is_readable":
             return inner.get_extra_info(info)
         conn = self._conn
-        now = _monotonic()
-        idle = now - conn.last_used
         limits = conn.limits
-        limit = limits.overrides.get(conn.origin, limits.idle_timeout)
-        max_age = conn.max_age
-        if (limit is not None and idle > limit) or (
-            max_age is not None and now - conn.created > max_age
-        ):
-            announce("httpx", "expired", conn.origin, idle)
-            return True
+        limit = limits.overrides.get(conn.origin)
+        # Under the default limit httpcore's keep-alive expiry retires the connection
+        # itself (see _Conn.checks_default): the clock is then read only to report it.
+        if limit is not None or conn.checks_default or _registry.hooks:
+            now = _monotonic()
+            idle = now - conn.last_used
+            if limit is None:
+                limit = limits.idle_timeout
+            max_age = conn.max_age
+            if (limit is not None and idle > limit) or (
+                max_age is not None and now - conn.created > max_age
+            ):
+                announce("httpx", "expired", conn.origin, idle)
+                return True
         readable = bool(inner.get_extra_info("is_readable"))
         if readable and conn.uses:
+            idle = _monotonic() - conn.last_used
             limits.closed(conn.origin, idle)  # the server closed it while idle
             announce("httpx", "closed", conn.origin, idle)
         return readable
@@ -242,11 +254,23 @@ def _opened(origin: str) -> None:
     announce("httpx", "opened", origin)
 
 
+def _checks_default(pool: Any, limits: IdleLimits, max_age: float | None) -> bool:
+    """Whether a connection of ``pool`` needs resetguard's own check at the default idle
+    limit: not when httpcore's ``keepalive_expiry`` is that limit or lower (the pool
+    retires such connections itself) and no max age applies."""
+    expiry = getattr(pool, "_keepalive_expiry", None)
+    default = limits.idle_timeout
+    return max_age is not None or expiry is None or default is None or expiry > default
+
+
 class _Backend(httpcore.NetworkBackend):
-    def __init__(self, inner: httpcore.NetworkBackend, limits: IdleLimits, max_age: float | None):
+    def __init__(
+        self, inner: httpcore.NetworkBackend, limits: IdleLimits, max_age: float | None, pool: Any
+    ):
         self._inner = inner
         self._limits = limits
         self._max_age = max_age
+        self._checks_default = _checks_default(pool, limits, max_age)
         #: every connection still referenced by the pool, for the reaper's next due time
         self.conns: weakref.WeakSet[_Conn] = weakref.WeakSet()
 
@@ -267,7 +291,9 @@ class _Backend(httpcore.NetworkBackend):
         )
         origin = f"{host}:{port}"
         _opened(origin)
-        return _Stream(stream, self._track(_Conn(origin, self._limits, self._max_age)))
+        return _Stream(
+            stream, self._track(_Conn(origin, self._limits, self._max_age, self._checks_default))
+        )
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
@@ -275,7 +301,9 @@ class _Backend(httpcore.NetworkBackend):
         stream = self._inner.connect_unix_socket(
             path, timeout=timeout, socket_options=socket_options
         )
-        return _Stream(stream, self._track(_Conn(path, self._limits, self._max_age)))
+        return _Stream(
+            stream, self._track(_Conn(path, self._limits, self._max_age, self._checks_default))
+        )
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
@@ -283,11 +311,16 @@ class _Backend(httpcore.NetworkBackend):
 
 class _AsyncBackend(httpcore.AsyncNetworkBackend):
     def __init__(
-        self, inner: httpcore.AsyncNetworkBackend, limits: IdleLimits, max_age: float | None
+        self,
+        inner: httpcore.AsyncNetworkBackend,
+        limits: IdleLimits,
+        max_age: float | None,
+        pool: Any,
     ):
         self._inner = inner
         self._limits = limits
         self._max_age = max_age
+        self._checks_default = _checks_default(pool, limits, max_age)
 
     async def connect_tcp(
         self,
@@ -302,7 +335,9 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
         )
         origin = f"{host}:{port}"
         _opened(origin)
-        return _AsyncStream(stream, _Conn(origin, self._limits, self._max_age))
+        return _AsyncStream(
+            stream, _Conn(origin, self._limits, self._max_age, self._checks_default)
+        )
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
@@ -310,7 +345,7 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
         stream = await self._inner.connect_unix_socket(
             path, timeout=timeout, socket_options=socket_options
         )
-        return _AsyncStream(stream, _Conn(path, self._limits, self._max_age))
+        return _AsyncStream(stream, _Conn(path, self._limits, self._max_age, self._checks_default))
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
@@ -322,12 +357,12 @@ def _instrument(transport: object, limits: IdleLimits, max_age: float | None) ->
     if isinstance(pool, httpcore.ConnectionPool):
         backend = pool._network_backend
         if not isinstance(backend, _Backend):
-            pool._network_backend = _Backend(backend, limits, max_age)
+            pool._network_backend = _Backend(backend, limits, max_age, pool)
         return True
     if isinstance(pool, httpcore.AsyncConnectionPool):
         abackend = pool._network_backend
         if not isinstance(abackend, _AsyncBackend):
-            pool._network_backend = _AsyncBackend(abackend, limits, max_age)
+            pool._network_backend = _AsyncBackend(abackend, limits, max_age, pool)
         return True
     return False
 
@@ -423,14 +458,61 @@ def _track_body(request: httpx.Request) -> _OnceStream | None:
     return tracked
 
 
-def _exchange(transport: _Base, request: httpx.Request, buffered: bool) -> Exchange:
+class _Request(Exchange):
+    """One httpx request: its translation for the engine, and how an attempt sends it.
+
+    The attempt is a method, not a closure made per request (a bound method costs a
+    fifth of a closure over four variables).
+    """
+
+    request: httpx.Request
+    transport: Any  # RetryTransport or AsyncRetryTransport
+
+    def send(self, a: AttemptContext) -> httpx.Response:
+        progress, token = self.begin(a)
+        transport = self.transport
+        try:
+            response: httpx.Response = transport._inner.handle_request(self.request)
+            if self.buffered:
+                _buffer(response)
+        finally:
+            self.end(token)
+            transport._reap_later()
+        if self.answered(
+            a, progress, response.status_code, response.headers, _keep_alive(response)
+        ):
+            response.close()
+        return response
+
+    async def asend(self, a: AttemptContext) -> httpx.Response:
+        progress, token = self.begin(a)
+        try:
+            response: httpx.Response = await self.transport._inner.handle_async_request(
+                self.request
+            )
+            if self.buffered:
+                await _abuffer(response)
+        finally:
+            self.end(token)
+        if self.answered(
+            a, progress, response.status_code, response.headers, _keep_alive(response)
+        ):
+            await response.aclose()
+        return response
+
+
+def _exchange(transport: _Base, request: httpx.Request) -> _Request:
     """The request's translation for the engine (see :class:`~resetguard.http._run.Exchange`)."""
     body = _track_body(request)
     url = request.url
+    buffered = bool(request.extensions.get(BUFFER_EXTENSION))
     replayable = always if body is None else lambda: not body.started
-    return Exchange(
+    exchange = _Request(
         transport, request.method, url, request.headers, buffered, replayable, _origin(url)
     )
+    exchange.request = request
+    exchange.transport = transport
+    return exchange
 
 
 def _keep_alive(response: httpx.Response) -> str | None:
@@ -441,8 +523,11 @@ def _keep_alive(response: httpx.Response) -> str | None:
     value) is searched instead, in C, when it has the shape httpx 0.2x gives it.
     """
     headers = response.headers
-    items = getattr(headers, "_list", None)
-    if isinstance(items, list) and b"keep-alive" not in map(_lowered_name, items):
+    try:
+        items = headers._list
+    except AttributeError:  # another shape than httpx 0.2x's: the public lookup
+        items = None
+    if items is not None and b"keep-alive" not in map(_lowered_name, items):
         return None
     value: str | None = headers.get("keep-alive")  # present: the public lookup reads it
     return value
@@ -654,25 +739,8 @@ class RetryTransport(_Base, httpx.BaseTransport):
         return again
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        buffered = bool(request.extensions.get(BUFFER_EXTENSION))
-        exchange = _exchange(self, request, buffered)
-
-        def attempt(a: AttemptContext) -> httpx.Response:
-            progress, token = exchange.begin(a)
-            try:
-                response = self._inner.handle_request(request)
-                if buffered:
-                    _buffer(response)
-            finally:
-                exchange.end(token)
-                self._reap_later()
-            if exchange.answered(
-                a, progress, response.status_code, response.headers, _keep_alive(response)
-            ):
-                response.close()
-            return response
-
-        return drive_first(exchange, attempt)
+        exchange = _exchange(self, request)
+        return drive_first(exchange, exchange.send)
 
     def __enter__(self) -> RetryTransport:
         self._inner.__enter__()
@@ -722,24 +790,8 @@ class AsyncRetryTransport(_Base, httpx.AsyncBaseTransport):
 
     def handle_async_request(self, request: httpx.Request) -> Coroutine[Any, Any, httpx.Response]:
         # Not a coroutine function: it returns the driver's coroutine (one frame less).
-        buffered = bool(request.extensions.get(BUFFER_EXTENSION))
-        exchange = _exchange(self, request, buffered)
-
-        async def attempt(a: AttemptContext) -> httpx.Response:
-            progress, token = exchange.begin(a)
-            try:
-                response = await self._inner.handle_async_request(request)
-                if buffered:
-                    await _abuffer(response)
-            finally:
-                exchange.end(token)
-            if exchange.answered(
-                a, progress, response.status_code, response.headers, _keep_alive(response)
-            ):
-                await response.aclose()
-            return response
-
-        return adrive_first(exchange, attempt)
+        exchange = _exchange(self, request)
+        return adrive_first(exchange, exchange.asend)
 
     async def __aenter__(self) -> AsyncRetryTransport:
         await self._inner.__aenter__()
