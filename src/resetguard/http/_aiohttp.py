@@ -22,6 +22,7 @@ from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any
 
 import aiohttp
+import yarl
 
 from .._drivers import AttemptContext, adrive_first
 from .._events import _registry
@@ -304,6 +305,36 @@ class RequestContext(Coroutine[Any, Any, aiohttp.ClientResponse]):
             await self._response.__aexit__(*exc_info)
 
 
+class _Request(Exchange):
+    """One aiohttp request: its translation for the engine, and how an attempt sends it
+    (a method, not a closure made per request)."""
+
+    session: aiohttp.ClientSession
+    target: str | yarl.URL  # the URL as given (Exchange.url is its text)
+    kwargs: dict[str, Any]
+
+    async def send(self, a: AttemptContext) -> aiohttp.ClientResponse:
+        progress, token = self.begin(a)
+        try:
+            response = await self.session.request(self.method, self.target, **self.kwargs)
+            # The head arrived. How much was written is not reported (a tracing signal
+            # per request costs ~25 µs), so it stays unknown: the rules then lean on
+            # reuse, "any byte received" and the exception.
+            progress.received = True
+            if self.buffered:
+                try:
+                    await response.read()
+                except BaseException:
+                    response.close()
+                    raise
+        finally:
+            self.end(token)
+        headers = response.headers  # a multidict: its get() is C and raises nothing
+        if self.answered(a, progress, response.status, headers, headers.get("keep-alive")):
+            response.release()
+        return response
+
+
 class RetrySession:
     """An ``aiohttp.ClientSession`` with resetguard's retry rules.
 
@@ -374,31 +405,11 @@ class RetrySession:
         headers = kwargs.get("headers")
         if headers is not None and not isinstance(headers, Mapping):
             headers = dict(headers)
-        exchange = Exchange(self, method, str(url), headers, read, _replayable(kwargs))
-        session = self.session
-
-        async def attempt(a: AttemptContext) -> aiohttp.ClientResponse:
-            progress, token = exchange.begin(a)
-            try:
-                response = await session.request(method, url, **kwargs)
-                # The head arrived. How much was written is not reported (a tracing
-                # signal per request costs ~25 µs), so it stays unknown: the rules then
-                # lean on reuse, "any byte received" and the exception.
-                progress.received = True
-                if read:
-                    try:
-                        await response.read()
-                    except BaseException:
-                        response.close()
-                        raise
-            finally:
-                exchange.end(token)
-            headers = response.headers  # a multidict: its get() is C and raises nothing
-            if exchange.answered(a, progress, response.status, headers, headers.get("keep-alive")):
-                response.release()
-            return response
-
-        sending = adrive_first(exchange, attempt)
+        exchange = _Request(self, method, url, headers, read, _replayable(kwargs))
+        exchange.session = self.session
+        exchange.target = url
+        exchange.kwargs = kwargs
+        sending = adrive_first(exchange, exchange.send)
         return RequestContext(_then_close(sending, held) if held else sending)
 
     def get(self, url: Any, **kwargs: Any) -> RequestContext:

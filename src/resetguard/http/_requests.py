@@ -272,6 +272,38 @@ def _keep_alive(response: requests.Response) -> str | None:
     return None if found is None else found[1]
 
 
+class _Request(Exchange):
+    """One request through :class:`RetryAdapter`: its translation for the engine, and how
+    an attempt sends it (a method, not a closure made per request)."""
+
+    adapter: RetryAdapter
+    request: requests.PreparedRequest
+    options: tuple[bool, Any, bool | str, Any, Any]  # stream, timeout, verify, cert, proxies
+
+    def send(self, a: AttemptContext) -> requests.Response:
+        progress, token = self.begin(a)
+        stream, timeout, verify, cert, proxies = self.options
+        try:
+            response = HTTPAdapter.send(
+                self.adapter,
+                self.request,
+                stream=stream,
+                timeout=timeout,
+                verify=verify,
+                cert=cert,
+                proxies=proxies,
+            )
+            if self.buffered:
+                response.content  # noqa: B018 - read in the attempt: a reset mid-body is retried
+        finally:
+            self.end(token)
+        if self.answered(
+            a, progress, response.status_code, response.headers, _keep_alive(response)
+        ):
+            response.close()
+        return response
+
+
 class RetryAdapter(HTTPAdapter):
     """A requests ``HTTPAdapter`` that retries when it is safe and expires idle connections.
 
@@ -395,35 +427,18 @@ class RetryAdapter(HTTPAdapter):
         cert: Any = None,
         proxies: Any = None,
     ) -> requests.Response:
-        url = request.url or ""
-        buffered = not stream
-        exchange = Exchange(
-            self, request.method or "GET", url, request.headers, buffered, _replayable(request)
+        exchange = _Request(
+            self,
+            request.method or "GET",
+            request.url or "",
+            request.headers,
+            not stream,
+            _replayable(request),
         )
-
-        def attempt(a: AttemptContext) -> requests.Response:
-            progress, token = exchange.begin(a)
-            try:
-                response = HTTPAdapter.send(
-                    self,
-                    request,
-                    stream=stream,
-                    timeout=timeout,
-                    verify=verify,
-                    cert=cert,
-                    proxies=proxies,
-                )
-                if buffered:
-                    response.content  # noqa: B018 - read in the attempt: a reset mid-body is retried
-            finally:
-                exchange.end(token)
-            if exchange.answered(
-                a, progress, response.status_code, response.headers, _keep_alive(response)
-            ):
-                response.close()
-            return response
-
-        return drive_first(exchange, attempt)
+        exchange.adapter = self
+        exchange.request = request
+        exchange.options = (stream, timeout, verify, cert, proxies)
+        return drive_first(exchange, exchange.send)
 
 
 class Session(requests.Session):
