@@ -155,7 +155,7 @@ def main(argv: list[str]) -> int:
                 per[mode] = runs / REQUESTS
             ratio = per[ours] / per["plain"] - 1
             print(
-                f"| {lib} | {per['plain']:,.0f} | {per[ours]:,.0f} | {ratio:+.1%} |",
+                f"| {lib} | {per['plain']:,.0f} | {per[ours]:,.0f} | {ratio:+.2%} |",
                 flush=True,
             )
     finally:

@@ -72,7 +72,7 @@ def test_release_times_the_attempt_with_the_breakers_clock(took: float, slow: in
     fake = FakeTime()
     breaker = _breaker(fake, slow_call_duration=1.0, slow_call_rate=1.0, failure_threshold=None)
     ticket = acquire(breaker, None)
-    assert ticket.t0 == breaker._clock()
+    assert ticket.ticket[1] == breaker._clock()  # (number, when the attempt began)
     fake.now += took
     release(ticket, None)
     stats = breaker.statistics()
