@@ -303,3 +303,34 @@ def test_other_client_session_attributes_are_the_wrapped_sessions() -> None:
     assert asyncio.run(main()) == (False, True)
     with pytest.raises(AttributeError):
         RetrySession.__new__(RetrySession).no_such_attribute  # noqa: B018
+
+
+def test_base_url_requests_are_guarded_under_their_real_origin() -> None:
+    # A relative URL is joined with base_url as aiohttp joins it: its breaker is the
+    # server's, shared with an absolute URL to the same server (it was keyed "None:80").
+    async def main(url: str) -> tuple[list[int], dict[str, Any]]:
+        async with RetrySession(base_url=url) as s:
+            async with s.get("/ok") as relative:
+                first = relative.status
+            absolute = await s.get(url + "/ok")
+            return [first, absolute.status], s.guards.states()
+
+    with FaultServer() as srv:
+        statuses, states = asyncio.run(main(srv.url))
+    assert statuses == [200, 200]
+    assert list(states) == [f"127.0.0.1:{srv.port}"]
+
+
+def test_an_invalid_url_fails_when_awaited_as_with_aiohttp() -> None:
+    async def main() -> tuple[str, list[str]]:
+        async with RetrySession() as s:
+            pending = s.get("http://[bad")  # building the request raises nothing yet
+            with pytest.raises(aiohttp.InvalidUrlClientError) as caught:
+                await pending
+            with pytest.raises(aiohttp.InvalidUrlClientError):
+                await s.get("no host")
+            return str(caught.value), list(s.guards.states())
+
+    text, origins = asyncio.run(main())
+    assert text == "http://[bad"
+    assert origins == ["(invalid URL)"]

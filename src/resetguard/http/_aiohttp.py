@@ -305,18 +305,23 @@ class RequestContext(Coroutine[Any, Any, aiohttp.ClientResponse]):
             await self._response.__aexit__(*exc_info)
 
 
+#: The origin key of a URL aiohttp cannot send to (unparsable, or no host): the request
+#: fails when it runs, as aiohttp's own does, and no real origin's breaker hears of it.
+_INVALID = "(invalid URL)"
+
+
 class _Request(Exchange):
     """One aiohttp request: its translation for the engine, and how an attempt sends it
     (a method, not a closure made per request)."""
 
     session: aiohttp.ClientSession
-    target: str | yarl.URL  # the URL as given (Exchange.url is its text)
+    target: yarl.URL | str  # the request's absolute URL (Exchange.url, typed for aiohttp)
     kwargs: dict[str, Any]
 
     async def send(self, a: AttemptContext) -> aiohttp.ClientResponse:
         progress, token = self.begin(a)
         try:
-            response = await self.session.request(self.method, self.target, **self.kwargs)
+            response = await self.session._request(self.method, self.target, **self.kwargs)
             # The head arrived. How much was written is not reported (a tracing signal
             # per request costs ~25 µs), so it stays unknown: the rules then lean on
             # reuse, "any byte received" and the exception.
@@ -405,9 +410,18 @@ class RetrySession:
         headers = kwargs.get("headers")
         if headers is not None and not isinstance(headers, Mapping):
             headers = dict(headers)
-        exchange = _Request(self, method, url, headers, read, _replayable(kwargs))
-        exchange.session = self.session
-        exchange.target = url
+        session = self.session
+        # aiohttp's own resolution (base_url joined): the origin is then the one dialled,
+        # and aiohttp does not parse the URL again
+        try:
+            target: yarl.URL | str = session._build_url(url)
+        except ValueError:  # aiohttp raises its InvalidURL error when the request runs
+            target = url
+        host = getattr(target, "raw_host", None)
+        origin = _INVALID if host is None else f"{host}:{target.port}"  # type: ignore[union-attr]
+        exchange = _Request(self, method, target, headers, read, _replayable(kwargs), origin)
+        exchange.session = session
+        exchange.target = target
         exchange.kwargs = kwargs
         sending = adrive_first(exchange, exchange.send)
         return RequestContext(_then_close(sending, held) if held else sending)
