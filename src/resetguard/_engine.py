@@ -488,9 +488,7 @@ class Run:
                     elapsed=elapsed,
                 )
             )
-        if getattr(exc, FINAL_ATTR, False) or (
-            exc.__cause__ is not None and outcome_unknown(exc)
-        ):
+        if getattr(exc, FINAL_ATTR, False) or (exc.__cause__ is not None and outcome_unknown(exc)):
             # resetguard's own refusals and unknown outcomes are final: retrying a
             # refusal defeats the breaker or budget, retrying an unknown outcome may
             # apply it twice.

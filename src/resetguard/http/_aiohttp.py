@@ -28,7 +28,7 @@ from .._drivers import AttemptContext, adrive_first
 from .._events import _registry
 from .._retry import Retry
 from ._guards import OriginGuards
-from ._idle import IdleLimits, announce, expires_at
+from ._idle import IdleLimits, announce
 from ._rules import HTTPPolicy
 from ._run import Exchange, always, current, resolve_policy
 
@@ -41,9 +41,25 @@ DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=30.0)
 class _Connector(aiohttp.TCPConnector):
     """A TCPConnector that retires pooled connections past their origin's idle limit."""
 
+    _rg_limits: IdleLimits
+    #: the sweep's limit for an origin with no limit of its own (see _rg_limit)
+    _rg_default: float | None
+
     def __init__(self, limits: IdleLimits, **options: Any) -> None:
         super().__init__(**options)
+        self._rg_setup(limits)
+
+    def _rg_setup(self, limits: IdleLimits) -> None:
         self._rg_limits = limits
+        self._rg_default = self._rg_limit(limits.idle_timeout)
+
+    def _rg_limit(self, limit: float | None) -> float | None:
+        """The sweep's limit for an origin limited to ``limit``: aiohttp's keep-alive
+        timeout when lower, less the clock margin."""
+        keepalive = self._keepalive_timeout
+        if keepalive is not None and (limit is None or keepalive < limit):
+            limit = keepalive
+        return None if limit is None else limit - _CLOCK_MARGIN
 
     def _get(self, key: Any, *args: Any) -> Any:
         # Not a coroutine function: it sweeps, then returns aiohttp's own _get (one frame
@@ -59,7 +75,7 @@ class _Connector(aiohttp.TCPConnector):
             progress.idle_age = idle
             if _registry.hooks:
                 announce("aiohttp", "reused" if reused else "opened", origin, idle)
-        return super()._get(key, *args)
+        return _base_get(self, key, *args)
 
     def _rg_sweep(self, key: Any, conns: Any, origin: str) -> float | None:
         """Close the pooled connections aiohttp would not reuse, and those past the origin's
@@ -71,12 +87,8 @@ class _Connector(aiohttp.TCPConnector):
         takes (nothing awaits in between).
         """
         limits = self._rg_limits
-        limit = limits.overrides.get(origin, limits.idle_timeout)
-        keepalive = self._keepalive_timeout
-        if keepalive is not None and (limit is None or keepalive < limit):
-            limit = keepalive
-        if limit is not None:
-            limit -= _CLOCK_MARGIN
+        own = limits.overrides.get(origin)
+        limit = self._rg_default if own is None else self._rg_limit(own)
         now = time.monotonic()
         while conns:
             proto, released = conns[0]
@@ -84,7 +96,7 @@ class _Connector(aiohttp.TCPConnector):
             if not proto.is_connected():
                 limits.closed(origin, idle)  # the server closed it while idle
                 announce("aiohttp", "closed", origin, idle)
-            elif (due := expires_at(released, released, limit, None)) is not None and now > due:
+            elif limit is not None and idle > limit:  # expires_at() with no max age
                 announce("aiohttp", "expired", origin, idle)
             else:
                 return idle
@@ -93,6 +105,9 @@ class _Connector(aiohttp.TCPConnector):
         del self._conns[key]
         return None
 
+
+#: aiohttp's own _get, called without super() (about 55 ns less per request)
+_base_get = aiohttp.TCPConnector._get
 
 #: aiohttp reads its clock a moment after the sweep: a connection this close to its
 #: keep-alive limit is closed by the sweep, so aiohttp never finds it expired itself.
@@ -204,11 +219,11 @@ async def _then_close(
 def _adopt(connector: aiohttp.TCPConnector, limits: IdleLimits) -> None:
     """Give a plain ``TCPConnector`` (with the user's options) the idle checks of ours.
 
-    ``_Connector`` adds two attributes and one override to ``TCPConnector`` and nothing to
-    its layout, so the connector keeps every option it was built with.
+    ``_Connector`` adds attributes and methods to ``TCPConnector`` and nothing to its
+    layout, so the connector keeps every option it was built with.
     """
     connector.__class__ = _Connector
-    connector._rg_limits = limits  # type: ignore[attr-defined]
+    connector._rg_setup(limits)  # type: ignore[attr-defined]
 
 
 def _form_values(data: Any) -> list[Any] | None:
