@@ -165,6 +165,34 @@ def test_idle_expiry_and_max_age_retire_connections():
     assert srv.connections == 2
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_idle_limit_holds_when_the_pool_keeps_connections_longer(kind: str) -> None:
+    # httpcore's keep-alive expiry (30 s here, the user's limits=) is longer than the idle
+    # limit (50 ms): resetguard's own check must retire the connection. With the limit
+    # alone, httpcore's expiry does it and that check reads no clock.
+    policy = HTTPPolicy(idle_timeout=0.05)
+    limits = httpx.Limits(keepalive_expiry=30.0)
+
+    async def asend(url: str) -> None:
+        async with AsyncClient(policy=policy, limits=limits) as c:
+            (await c.get(url)).raise_for_status()
+            (await c.get(url)).raise_for_status()  # immediately: reused
+            await asyncio.sleep(0.15)
+            (await c.get(url)).raise_for_status()  # idle past 50 ms: a new connection
+
+    with FaultServer() as srv:
+        url = srv.url + "/ok"
+        if kind == "async":
+            asyncio.run(asend(url))
+        else:
+            with Client(policy=policy, limits=limits) as c:
+                c.get(url).raise_for_status()
+                c.get(url).raise_for_status()
+                time.sleep(0.15)
+                c.get(url).raise_for_status()
+    assert srv.connections == 2
+
+
 def test_rst_before_response_on_a_share_of_requests():
     fake = FakeTime()
     policy = _fake_policy(fake, retry={"attempts": 8})
