@@ -697,16 +697,13 @@ class RetryTransport(_Base, httpx.BaseTransport):
     def _reap_later(self) -> None:
         """The pool may now hold an idle connection: close it once it expires.
 
-        The reaper is woken when the lowest limit in force could first expire it; it then
-        sweeps and sleeps until the next connection's own due time. While it is already
-        due sooner (every request after the first), this is two reads and a clock.
+        The reaper is asked to wake when the lowest limit in force could first expire it
+        (``schedule()`` returns at once while it is due sooner: every request after the
+        first); it then sweeps and sleeps until the next connection's own due time.
         """
         floor = self.idle_limits.floor
         if floor is not None and self._reapable:
-            when = _monotonic() + floor + _REAP_SLACK
-            due = self._reap_due
-            if due is None or due > when:
-                _reaper.schedule(self, when)
+            _reaper.schedule(self, _monotonic() + floor + _REAP_SLACK)
 
     def _reap(self) -> float | None:
         """Close the idle connections past their limit; when to look again (None: never)."""

@@ -396,10 +396,7 @@ class RetryAdapter(HTTPAdapter):
         # in force, the reaper sleeps until the next connection's own due time.
         floor = self.idle_limits.floor
         if floor is not None:
-            when = now + floor + _REAP_SLACK
-            due = self._reap_due
-            if due is None or due > when:
-                _reaper.schedule(self, when)
+            _reaper.schedule(self, now + floor + _REAP_SLACK)
 
     def _reap(self) -> float | None:
         """Called by the reaper thread: see :mod:`resetguard.http._reaper`."""
