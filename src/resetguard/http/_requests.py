@@ -286,11 +286,13 @@ def _keep_alive(response: requests.Response) -> str | None:
     when it has the shape requests gives it.
     """
     headers: Any = response.headers  # its _store is not in the type stubs
+    value: str | None
     try:
         found = headers._store.get("keep-alive")  # (the name as sent, its value)
     except AttributeError:  # another shape than requests': the public lookup
-        found = (None, headers.get("keep-alive"))
-    value: str | None = None if found is None else found[1]
+        value = headers.get("keep-alive")
+    else:
+        value = None if found is None else found[1]
     return value
 
 
