@@ -28,7 +28,7 @@ from .._drivers import AttemptContext, adrive_first
 from .._events import _registry
 from .._retry import Retry
 from ._guards import OriginGuards
-from ._idle import IdleLimits, announce
+from ._idle import IdleLimits, announce, expires_at
 from ._rules import HTTPPolicy
 from ._run import Exchange, always, current, resolve_policy
 
@@ -96,7 +96,7 @@ class _Connector(aiohttp.TCPConnector):
             if not proto.is_connected():
                 limits.closed(origin, idle)  # the server closed it while idle
                 announce("aiohttp", "closed", origin, idle)
-            elif limit is not None and idle > limit:  # expires_at() with no max age
+            elif (due := expires_at(released, released, limit, None)) is not None and now > due:
                 announce("aiohttp", "expired", origin, idle)
             else:
                 return idle
