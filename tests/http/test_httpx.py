@@ -12,7 +12,13 @@ import pytest
 import resetguard
 from resetguard import Backoff, CircuitBreaker, Kind, Retry, RetryBudget
 from resetguard.http import HTTPPolicy, outcome_unknown
-from resetguard.http._httpx import AsyncClient, AsyncRetryTransport, Client, RetryTransport
+from resetguard.http._httpx import (
+    AsyncClient,
+    AsyncRetryTransport,
+    Client,
+    RetryTransport,
+    _origin,
+)
 from resetguard.http._run import STALE_REPLAYS
 from tests._faketime import FakeTime
 
@@ -427,3 +433,19 @@ def test_connection_events_report_reuse_and_idle_age():
     failed = [e for e in seen if isinstance(e, resetguard.ConnectionEvent) and e.action == "failed"]
     assert all(e.failure.reused is True and e.idle_age > 0.05 for e in failed)
     assert any(isinstance(e, resetguard.RetrySucceeded) for e in seen)
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("http://bücher.example/x", "xn--bcher-kva.example:80"),
+        ("https://EXAMPLE.org/", "example.org:443"),
+        ("http://[::1]:8080/x", "::1:8080"),
+    ],
+)
+def test_origin_key_is_the_host_httpcore_dials(url: str, origin: str) -> None:
+    # The breaker and idle limits of a request are keyed as its connection is: an IDN
+    # host in its ASCII form (what httpcore passes to connect_tcp), not the Unicode one.
+    parsed = httpx.URL(url)
+    assert _origin(parsed) == origin
+    assert origin.rpartition(":")[0] == parsed.raw_host.decode("ascii")
