@@ -129,14 +129,13 @@ class AttemptContext:
     def _ended(self, exc: BaseException | None) -> bool | None:
         """True: swallow ``exc`` (another attempt follows, or a resolve hook settled it);
         False: let it propagate; None: the resolve hook must be asked first."""
-        self._exited = True
         run = self._run
+        if exc is None:
+            _returned(run, self)
+            return False
+        self._exited = True
         if run.breaker is not None:
             run.release(exc)
-        if exc is None:
-            if not self.retrying:
-                run.succeeded()
-            return False
         if not isinstance(exc, Exception):
             return False  # cancellation, KeyboardInterrupt: never retried or swallowed
         if run.failed(exc, self) is not None:
@@ -304,6 +303,20 @@ def _settled(run: Run) -> Any:
     return value
 
 
+def _returned(run: Run, attempt: AttemptContext | None) -> bool:
+    """An attempt of :func:`drive` / :func:`adrive` returned: what ``__exit__`` does on
+    success, spelled out (one frame instead of two). False when the result is retried
+    and another attempt follows; ``attempt`` is None for a function called with ``args``."""
+    if run.breaker is not None:
+        run.release(None)
+    if attempt is not None:
+        attempt._exited = True
+        if attempt.retrying:
+            return False
+    run.succeeded()
+    return True
+
+
 def drive(
     run: Run,
     fn: Callable[..., R],
@@ -315,8 +328,9 @@ def drive(
 
     With ``args`` (and ``kwargs``), each attempt calls ``fn(*args, **kwargs)`` instead: a
     function that does not take the attempt (the decorator's) needs no wrapper then. The
-    ``with attempt:`` of a ``retrying()`` loop, spelled out (two frames less per attempt):
-    the same :meth:`AttemptContext.__exit__` decides.
+    ``with attempt:`` of a ``retrying()`` loop, spelled out (fewer frames per attempt):
+    the same :meth:`AttemptContext.__exit__` decides a failure, and the same
+    :func:`_returned` a success.
     """
     if resolve is not None:
         _resolving(run, resolve)
@@ -329,15 +343,9 @@ def drive(
         except BaseException as exc:
             if not (attempt or _attempt(run)).__exit__(type(exc), exc, exc.__traceback__):
                 raise
-        else:  # what __exit__ does on success, spelled out (two frames less)
-            if run.breaker is not None:
-                run.release(None)
-            if attempt is not None:
-                attempt._exited = True
-                if attempt.retrying:  # the result is retried: another attempt follows
-                    continue
-            run.succeeded()
-            return result
+        else:
+            if _returned(run, attempt):
+                return result
     return _settled(run)  # type: ignore[no-any-return]
 
 
@@ -359,15 +367,9 @@ async def adrive(
             exit_ = (attempt or _attempt(run)).__aexit__
             if not await exit_(type(exc), exc, exc.__traceback__):
                 raise
-        else:  # what __exit__ does on success, spelled out (two frames less)
-            if run.breaker is not None:
-                run.release(None)
-            if attempt is not None:
-                attempt._exited = True
-                if attempt.retrying:  # the result is retried: another attempt follows
-                    continue
-            run.succeeded()
-            return result
+        else:
+            if _returned(run, attempt):
+                return result
     return _settled(run)  # type: ignore[no-any-return]
 
 
