@@ -329,14 +329,14 @@ class _Request(Exchange):
     """One aiohttp request: its translation for the engine, and how an attempt sends it
     (a method, not a closure made per request)."""
 
-    session: aiohttp.ClientSession
-    target: yarl.URL | str  # the request's absolute URL (Exchange.url, typed for aiohttp)
+    client: RetrySession
+    url: yarl.URL | str  # as aiohttp resolved it (base_url joined), or the text it rejects
     kwargs: dict[str, Any]
 
     async def send(self, a: AttemptContext) -> aiohttp.ClientResponse:
         progress, token = self.begin(a)
         try:
-            response = await self.session._request(self.method, self.target, **self.kwargs)
+            response = await self.client.session._request(self.method, self.url, **self.kwargs)
             # The head arrived. How much was written is not reported (a tracing signal
             # per request costs ~25 µs), so it stays unknown: the rules then lean on
             # reuse, "any byte received" and the exception.
@@ -425,18 +425,17 @@ class RetrySession:
         headers = kwargs.get("headers")
         if headers is not None and not isinstance(headers, Mapping):
             headers = dict(headers)
-        session = self.session
         # aiohttp's own resolution (base_url joined): the origin is then the one dialled,
         # and aiohttp does not parse the URL again
+        target: yarl.URL | str
         try:
-            target: yarl.URL | str = session._build_url(url)
+            target = self.session._build_url(url)
         except ValueError:  # aiohttp raises its InvalidURL error when the request runs
-            target = url
-        host = getattr(target, "raw_host", None)
-        origin = _INVALID if host is None else f"{host}:{target.port}"  # type: ignore[union-attr]
+            target, origin = url, _INVALID
+        else:
+            host = target.raw_host
+            origin = _INVALID if host is None else f"{host}:{target.port}"
         exchange = _Request(self, method, target, headers, read, _replayable(kwargs), origin)
-        exchange.session = session
-        exchange.target = target
         exchange.kwargs = kwargs
         sending = adrive_first(exchange, exchange.send)
         return RequestContext(_then_close(sending, held) if held else sending)

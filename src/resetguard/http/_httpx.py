@@ -465,12 +465,12 @@ class _Request(Exchange):
     fifth of a closure over four variables).
     """
 
+    client: Any  # the RetryTransport or AsyncRetryTransport sending it
     request: httpx.Request
-    transport: Any  # RetryTransport or AsyncRetryTransport
 
     def send(self, a: AttemptContext) -> httpx.Response:
         progress, token = self.begin(a)
-        transport = self.transport
+        transport = self.client
         try:
             response: httpx.Response = transport._inner.handle_request(self.request)
             if self.buffered:
@@ -487,9 +487,7 @@ class _Request(Exchange):
     async def asend(self, a: AttemptContext) -> httpx.Response:
         progress, token = self.begin(a)
         try:
-            response: httpx.Response = await self.transport._inner.handle_async_request(
-                self.request
-            )
+            response: httpx.Response = await self.client._inner.handle_async_request(self.request)
             if self.buffered:
                 await _abuffer(response)
         finally:
@@ -511,7 +509,6 @@ def _exchange(transport: _Base, request: httpx.Request) -> _Request:
         transport, request.method, url, request.headers, buffered, replayable, _origin(url)
     )
     exchange.request = request
-    exchange.transport = transport
     return exchange
 
 

@@ -300,7 +300,7 @@ class _Request(Exchange):
     """One request through :class:`RetryAdapter`: its translation for the engine, and how
     an attempt sends it (a method, not a closure made per request)."""
 
-    adapter: RetryAdapter
+    client: RetryAdapter
     request: requests.PreparedRequest
     options: tuple[bool, Any, bool | str, Any, Any]  # stream, timeout, verify, cert, proxies
 
@@ -309,7 +309,7 @@ class _Request(Exchange):
         stream, timeout, verify, cert, proxies = self.options
         try:
             response = HTTPAdapter.send(
-                self.adapter,
+                self.client,
                 self.request,
                 stream=stream,
                 timeout=timeout,
@@ -456,7 +456,6 @@ class RetryAdapter(HTTPAdapter):
             not stream,
             _replayable(request),
         )
-        exchange.adapter = self
         exchange.request = request
         exchange.options = (stream, timeout, verify, cert, proxies)
         return drive_first(exchange, exchange.send)

@@ -159,6 +159,8 @@ class Exchange:
         replayable: Callable[[], bool],
         origin: str | None = None,
     ) -> None:
+        #: the transport sending the request (its policy, idle limits and guards)
+        self.client = client
         self.http = policy = client._policy
         #: ``host:port`` of the request's URL: the key of its breaker and of the limits it
         #: teaches when the attempt did not record the dialled peer
