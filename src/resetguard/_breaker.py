@@ -523,16 +523,32 @@ class CircuitBreaker:
             self._maybe_half_open()
         return _STATES[self._sg & 3]
 
+    def _wrapper_parts(
+        self,
+    ) -> tuple[
+        Callable[[], int],
+        Callable[[int, BaseException | None, float], None],
+        Callable[[], float],
+        bool,
+        Callable[[], int],
+    ]:
+        """What a decorated function's wrapper binds once, for its inlined fast paths:
+        the slow acquire, the release, the clock, whether durations are timed, and the
+        fast-success counter."""
+        return (
+            self._acquire_slow,
+            self._release,
+            self._clock,
+            self._slow_duration != math.inf,
+            self._fast_successes.__next__,
+        )
+
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a sync or async function so every call goes through the breaker."""
         if inspect.iscoroutinefunction(fn):
             return cast("Callable[P, R]", self._wrap_async(fn))
         breaker = self
-        acquire = self._acquire_slow
-        release = self._release
-        clock = self._clock
-        timed = self._slow_duration != math.inf
-        succeeded = self._fast_successes.__next__
+        acquire, release, clock, timed, succeeded = self._wrapper_parts()
 
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -564,11 +580,7 @@ class CircuitBreaker:
 
     def _wrap_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         breaker = self
-        acquire = self._acquire_slow
-        release = self._release
-        clock = self._clock
-        timed = self._slow_duration != math.inf
-        succeeded = self._fast_successes.__next__
+        acquire, release, clock, timed, succeeded = self._wrapper_parts()
 
         @functools.wraps(fn)
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
