@@ -1,6 +1,6 @@
 """Throughput of resetguard's HTTP clients vs the plain clients, loopback, no faults.
 
-Run: .venv/bin/python benchmarks/http_overhead.py [--requests N] [--rounds R]
+Run: .venv/bin/python benchmarks/http_overhead.py [--requests N] [--rounds R] [--no-guards]
 
 The server (tests/http/_server.py, no faults) runs in a separate process so it does not
 share the client's GIL. Each pair (plain, resetguard) runs alternately R rounds of N
@@ -9,7 +9,9 @@ requests/s of the rounds,
 the client process's CPU time per request (min of the rounds), and the overhead as the
 median (and interquartile range) of the per-round ratios resetguard/plain: the two runs of
 a round are back to back, so a shared machine's changing load mostly cancels out.
-Target: <= 3 % slower.
+Target: <= 3 % slower. ``--no-guards`` builds resetguard's clients without their per-origin
+breakers and retry budget (``HTTPPolicy(breakers=None, budget=False)``), to see what those
+defaults cost.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import aiohttp  # noqa: E402
 import httpx  # noqa: E402
 import requests  # noqa: E402
 
+from resetguard.http import HTTPPolicy  # noqa: E402
 from resetguard.http._aiohttp import RetrySession  # noqa: E402
 from resetguard.http._httpx import AsyncClient, Client  # noqa: E402
 from resetguard.http._requests import Session  # noqa: E402
@@ -109,7 +112,13 @@ def main() -> int:
     parser.add_argument(
         "--only", help="comma-separated clients: requests,httpx,httpx async,aiohttp"
     )
+    parser.add_argument(
+        "--no-guards",
+        action="store_true",
+        help="resetguard's clients without their per-origin breakers and budget",
+    )
     args = parser.parse_args()
+    policy = HTTPPolicy(breakers=None, budget=False) if args.no_guards else HTTPPolicy()
     if args.requests < 1 or args.rounds < 1:
         parser.error("--requests and --rounds must be >= 1")
     proc = subprocess.Popen(
@@ -124,18 +133,22 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}{args.path}"
         n = args.requests
         pairs: list[tuple[str, Callable[[], Sample], Callable[[], Sample]]] = [
-            ("requests", lambda: _sync(_PlainSession, n, url), lambda: _sync(Session, n, url)),
+            (
+                "requests",
+                lambda: _sync(_PlainSession, n, url),
+                lambda: _sync(lambda: Session(policy=policy), n, url),
+            ),
             (
                 "httpx",
                 lambda: _sync(lambda: httpx.Client(timeout=HTTPX_TIMEOUT), n, url),
-                lambda: _sync(Client, n, url),
+                lambda: _sync(lambda: Client(policy=policy), n, url),
             ),
             (
                 "httpx async",
                 lambda: _async(
                     lambda: httpx.AsyncClient(timeout=HTTPX_TIMEOUT), n, url, aiohttp_style=False
                 ),
-                lambda: _async(AsyncClient, n, url, aiohttp_style=False),
+                lambda: _async(lambda: AsyncClient(policy=policy), n, url, aiohttp_style=False),
             ),
             (
                 "aiohttp",
@@ -145,10 +158,14 @@ def main() -> int:
                     url,
                     aiohttp_style=True,
                 ),
-                lambda: _async(RetrySession, n, url, aiohttp_style=False),
+                lambda: _async(lambda: RetrySession(policy=policy), n, url, aiohttp_style=False),
             ),
         ]
-        print(f"{n} sequential GETs per round, {args.rounds} rounds, alternating\n")
+        guards = "without" if args.no_guards else "with"
+        print(
+            f"{n} sequential GETs per round, {args.rounds} rounds, alternating; "
+            f"resetguard {guards} its per-origin breakers and budget\n"
+        )
         print(
             "| client | plain req/s (best) | resetguard req/s (best) "
             "| plain CPU µs/req (min) | resetguard CPU µs/req (min) "
