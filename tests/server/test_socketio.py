@@ -178,7 +178,11 @@ def test_frozen_client_is_a_ping_timeout_within_the_implied_time(async_site: Sit
         took = _wait_reason(async_site, 1, timeout=20)
     finally:
         _stop(proc)
-    assert async_site.probe.reasons == {"ping timeout": 1}
+    # python-engineio notices a frozen websocket peer twice over, at about the same moment:
+    # its heartbeat check ("ping timeout") and its websocket reader, which stops after
+    # ping_interval + ping_timeout without a packet and closes ("transport close"). The
+    # first to close names the reason; on a slow machine the reader sometimes wins.
+    assert async_site.probe.reasons in ({"ping timeout": 1}, {"transport close": 1})
     hb = async_site.probe.heartbeat
     assert hb == Heartbeat(ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT)
     # Generous margin: the loaded machine may be slow to schedule the check.
