@@ -171,7 +171,7 @@ def test_clean_leave_is_told_apart_by_its_close_frame(async_site: Site) -> None:
     assert async_site.events[0].how == "close_frame"
 
 
-def test_frozen_client_is_a_ping_timeout_within_the_implied_time(async_site: Site) -> None:
+def test_frozen_client_is_noticed_once_within_the_implied_time(async_site: Site) -> None:
     proc = _client(async_site.url, "websocket")
     try:
         os.kill(proc.pid, signal.SIGSTOP)  # frozen: the socket stays open, nothing answers
